@@ -54,7 +54,6 @@ int32_t TokenEngine::intern(const uint8_t* p, size_t n) {
     }
     return empty_tok_;
   }
-  if (vslots_.empty()) grow_vocab();
   const int32_t found = lookup<false>(p, n, p + n);
   if (found >= 0) return found;
   const int32_t tok = static_cast<int32_t>(voff_.size() - 1);
@@ -77,6 +76,7 @@ void TokenEngine::goto_insert(uint64_t key, int32_t next) {
 
 void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_insensitive, BuildReport& report) {
   ci_ = case_insensitive;
+  grow_vocab();  // allocate the table even if no entry can match: lookups need a free slot
   states_.clear();
   states_.push_back(State{0, -1, -1, 0});
   std::vector<uint64_t> edge_keys;   // (parent << 32 | token) of every non-root edge, in creation order
