@@ -140,7 +140,7 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
   std::vector<uint64_t> edge_keys;  // (parent << 32 | token) of every deeper edge, in creation order
   std::vector<int32_t> edge_child;
   struct BuildMap {
-    std::vector<GSlot> slots;
+    big_vector<GSlot> slots;
     uint64_t mask = 0;
     size_t used = 0;
   } bm;
@@ -156,7 +156,7 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
   };
   auto bm_insert = [&](uint64_t key, int32_t next) {
     if ((bm.used + 1) * 2 > bm.slots.size()) {
-      std::vector<GSlot> old;
+      big_vector<GSlot> old;
       old.swap(bm.slots);
       bm.slots.assign(old.size() * 2, GSlot{kEmptyKey, 0, 0});
       bm.mask = bm.slots.size() - 1;
@@ -280,11 +280,11 @@ void TokenEngine::read(serial::Reader& r, int64_t n_entries) {
   n_tok_ = static_cast<int32_t>(r.pod<int64_t>());
   vmask_ = r.pod<uint64_t>();
   gmask_ = r.pod<uint64_t>();
-  vslots_ = r.vec<VSlot>(kMax);
+  vslots_ = r.vec<VSlot, HugePageAllocator<VSlot>>(kMax);
   varena_ = r.vec<uint8_t>(kMax);
   voff_ = r.vec<uint64_t>(kMax);
-  states_ = r.vec<State>(kMax);
-  gslots_ = r.vec<GSlot>(kMax);
+  states_ = r.vec<State, HugePageAllocator<State>>(kMax);
+  gslots_ = r.vec<GSlot, HugePageAllocator<GSlot>>(kMax);
   validate(n_entries);
   // Derived data is rebuilt rather than trusted, so it can never disagree with the tables.
   sync_slots();

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fastcurate/bytes.hpp"
+#include "fastcurate/huge_alloc.hpp"
 #include "fastcurate/matcher.hpp"
 #include "serial.hpp"
 
@@ -309,15 +310,15 @@ class TokenEngine {
   void build_filter();
 
   bool ci_ = false;
-  std::vector<VSlot> vslots_;
+  big_vector<VSlot> vslots_;
   uint64_t vmask_ = 0;
   std::vector<uint8_t> varena_;
   std::vector<uint64_t> voff_{0};
   int32_t empty_tok_ = -1;
   VSlot empty_slot_{0, 0, 0, -1, -1, 0};  // the empty piece lives outside the table
   int32_t n_tok_ = 0;
-  std::vector<State> states_;
-  std::vector<GSlot> gslots_;
+  big_vector<State> states_;
+  big_vector<GSlot> gslots_;
   uint64_t gmask_ = 0;
   std::vector<uint64_t> filter_;  // transition Bloom filter, 2^(64 - fshift_) words
   uint32_t fshift_ = 58;
