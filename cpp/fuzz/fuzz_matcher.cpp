@@ -14,6 +14,7 @@
 
 #include "../tests/naive_reference.hpp"
 #include "fastcurate/matcher.hpp"
+#include "fastcurate/simd.hpp"
 
 using namespace fastcurate;
 
@@ -50,6 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   col.length = static_cast<int64_t>(tv.size());
   const bool cs = (flags & 8u) == 0;
   const int threads = (flags & 16u) ? 2 : 1;
+  fastcurate::simd::set_enabled((flags & 32u) == 0);
 
   MatcherOptions opt;
   opt.case_sensitive = cs;

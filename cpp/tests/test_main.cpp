@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fastcurate/matcher.hpp"
+#include "fastcurate/simd.hpp"
 #include "naive_reference.hpp"
 
 #define CHECK(cond)                                                              \
@@ -169,7 +170,7 @@ static void test_random() {
     std::vector<std::string> entries, texts;
     const int ne = 1 + static_cast<int>(rng() % 10);
     for (int i = 0; i < ne; ++i) entries.push_back(rand_str(5, 1));
-    for (int i = 0; i < 20; ++i) texts.push_back(rand_str(30, 0));
+    for (int i = 0; i < 20; ++i) texts.push_back(rand_str(60, 0));
     compare_metaclip(entries, texts, round % 2 == 0);
   }
 }
@@ -179,11 +180,14 @@ static void test_random() {
 #endif
 
 int main() {
-  test_table();
-  test_arrow_layout();
+  for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
+    fastcurate::simd::set_enabled(vectorised);
+    test_table();
+    test_arrow_layout();
+    test_random();
+  }
   test_substring();
   test_errors();
-  test_random();
 #ifdef FASTCURATE_HAVE_BALANCE_TESTS
   test_balance();
 #endif
