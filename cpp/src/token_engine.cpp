@@ -74,8 +74,14 @@ void TokenEngine::goto_insert(uint64_t key, int32_t next) {
   gslots_[i] = GSlot{key, next, 0};
 }
 
-// Copies each depth-1 state's output and child count into its vocabulary slot (see VSlot).
+// Copies each depth-1 state's output and child count into its vocabulary slot (see VSlot), and
+// each child's output and child flag into the transition slot that leads to it (see Cursor).
 void TokenEngine::sync_slots() {
+  for (GSlot& g : gslots_) {
+    if (g.key == kEmptyKey) continue;
+    const State& st = states_[static_cast<size_t>(g.next)];
+    g.info = static_cast<uint32_t>(st.out + 1) | (st.nchild != 0 ? 0x80000000u : 0u);
+  }
   for (VSlot& v : vslots_) {
     if (v.tok < 0) continue;
     const State& st = states_[static_cast<size_t>(v.tok) + 1];

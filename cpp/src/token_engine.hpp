@@ -132,9 +132,9 @@ class TokenEngine {
     int32_t nchild;  // number of transitions leaving this state
   };
   struct GSlot {
-    uint64_t key;  // (state << 32) | token; kEmptyKey = empty
+    uint64_t key;   // (state << 32) | token; kEmptyKey = empty
     int32_t next;
-    int32_t pad;
+    uint32_t info;  // the child's (out + 1) | (has children) << 31, see Cursor
   };
   static constexpr uint64_t kEmptyKey = ~uint64_t{0};
 
@@ -223,50 +223,82 @@ class TokenEngine {
     return (filter_[h >> fshift_] & m) == m;
   }
 
-  int32_t go_nonroot(int32_t s, int32_t t) const {
+  const GSlot* find_edge(int32_t s, int32_t t) const {
     const uint64_t key = gkey(s, t);
-    if (!maybe_edge(key)) return 0;
+    if (!maybe_edge(key)) return nullptr;
     uint64_t i = ghash(key) & gmask_;
     for (;;) {
       const GSlot& g = gslots_[i];
-      if (g.key == key) return g.next;
-      if (g.key == kEmptyKey) return 0;
+      if (g.key == key) return &g;
+      if (g.key == kEmptyKey) return nullptr;
       i = (i + 1) & gmask_;
     }
   }
+  int32_t go_nonroot(int32_t s, int32_t t) const {
+    const GSlot* g = find_edge(s, t);
+    return g == nullptr ? 0 : g->next;
+  }
   int32_t go(int32_t s, int32_t t) const { return s == 0 ? t + 1 : go_nonroot(s, t); }
 
-  // Feeds one piece (already looked up) to the automaton in state (s, s_nchild), appending the
-  // ids of the entries that end here.
-  void step(const VSlot* v, int32_t& s, int32_t& s_nchild, std::vector<int32_t>& out) const {
+  // Where the automaton is. Most matched multi-word entries are two words long, and a depth-2
+  // state (a, t) needs nothing from the state array: its failure link is the depth-1 state of t,
+  // whose output and children are in t's vocabulary slot, and its own output and child flag are
+  // in the transition slot that led to it. So the cursor remembers the failure state when it is
+  // known, and the state array is read only for deeper states.
+  struct Cursor {
+    int32_t s = 0;
+    bool has_children = false;
+    int32_t fail = -1;  // failure state of s when known (depth-2 states), else -1
+    bool fail_has_children = false;
+  };
+
+  // Feeds one piece (already looked up) to the automaton, appending the ids of the entries that
+  // end here.
+  void step(const VSlot* v, Cursor& c, std::vector<int32_t>& out) const {
     if (v == nullptr) {  // a piece that occurs in no entry: nothing can continue through it
-      s = 0;
+      c.s = 0;
       return;
     }
     const State* states = states_.data();
     const int32_t t = v->tok;
-    while (s != 0) {
-      if (s_nchild != 0) {
-        const int32_t nx = go_nonroot(s, t);
-        if (nx > 0) {
-          const State& st = states[nx];
-          s = nx;
-          s_nchild = st.nchild;
+    while (c.s != 0) {
+      if (c.has_children) {
+        const GSlot* g = find_edge(c.s, t);
+        if (g != nullptr) {
+          if (c.s <= n_tok_) {  // a depth-2 state: everything needed is in g and v
+            const int32_t o = static_cast<int32_t>(g->info & 0x7fffffffu) - 1;
+            if (o >= 0) out.push_back(o);
+            if (v->out1 >= 0) out.push_back(v->out1);
+            c.s = g->next;
+            c.has_children = (g->info >> 31) != 0;
+            c.fail = t + 1;
+            c.fail_has_children = v->nchild1 != 0;
+            return;
+          }
+          const State& st = states[g->next];
+          c.s = g->next;
+          c.has_children = st.nchild != 0;
+          c.fail = -1;
           if (st.out >= 0) out.push_back(st.out);
           for (int32_t d = st.dict; d >= 0; d = states[d].dict) out.push_back(states[d].out);
           return;
         }
       }
-      if (s <= n_tok_) {  // depth-1 states fail to the root
-        s = 0;
+      if (c.s <= n_tok_) {  // depth-1 states fail to the root
+        c.s = 0;
+      } else if (c.fail >= 0) {
+        c.s = c.fail;
+        c.has_children = c.fail_has_children;
+        c.fail = -1;
       } else {
-        s = states[s].fail;
-        s_nchild = states[s].nchild;
+        c.s = states[c.s].fail;
+        c.has_children = states[c.s].nchild != 0;
       }
     }
     // From the root: the depth-1 state of this piece, described by its vocabulary slot.
-    s = t + 1;
-    s_nchild = v->nchild1;
+    c.s = t + 1;
+    c.has_children = v->nchild1 != 0;
+    c.fail = -1;
     if (v->out1 >= 0) out.push_back(v->out1);
   }
 
@@ -331,10 +363,10 @@ class TokenEngine {
       for (int64_t r = batch_begin; r < row; ++r) {
         if (row_has_pieces[static_cast<size_t>(r - batch_begin)]) {
           const size_t base = ids.size();
-          int32_t s = 0, s_nchild = 0;
+          Cursor cur;
           for (;;) {
             const Piece& pc = pieces[k++];
-            step(lookup_piece<CI>(pc), s, s_nchild, ids);
+            step(lookup_piece<CI>(pc), cur, ids);
             if (pc.row_end) break;
           }
           sort_unique_tail(ids, base);
