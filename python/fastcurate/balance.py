@@ -245,12 +245,14 @@ def keep_probabilities(r: MatchLike, probs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _results(r: Union[MatchLike, Sequence[MatchLike]]) -> list:
-    if isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], np.ndarray):
+def _results(r: Union[MatchLike, Iterable[MatchLike]]) -> Iterable[MatchLike]:
+    if isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], (np.ndarray, list)):
         return [r]
     if hasattr(r, "offsets"):
         return [r]
-    return list(r)
+    if iter(r) is r:
+        return list(r)  # a one-shot iterator: materialise it, the bisection iterates many times
+    return r  # a re-iterable collection (e.g. shards loaded lazily one at a time): keep it lazy
 
 
 def expected_size(
