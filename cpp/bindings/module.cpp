@@ -1,11 +1,339 @@
-// TEMPORARY module file on branch `curate` only, so the balance bindings can be built and tested
-// before the matcher lands. At merge the lead keeps main's module.cpp and adds
-// `#include "balance_bindings.inc"` + `bind_balance(m);` to it.
+// The one bindings file: converts and validates Python inputs, releases the GIL for the work,
+// keeps Ctrl-C responsive, and maps core errors onto fastcurate.errors. No logic lives here.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
-#include "balance_bindings.inc"
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fastcurate/common.hpp"
+#include "fastcurate/matcher.hpp"
+#include "balance_bindings.inc"  // issue 3: count/balance kernels (bind_balance)
+
+namespace py = pybind11;
+using namespace fastcurate;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Results cross into numpy without a copy: the vector moves to the heap and a capsule frees it.
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+  auto* heap = new std::vector<T>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {static_cast<py::ssize_t>(sizeof(T))}, heap->data(), owner);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs `work(cancel)` with the GIL released. Long calls run on a worker thread while this thread
+// wakes every 50 ms to let Python handle signals: Ctrl-C sets the cancel token, the workers stop at
+// their next block, and KeyboardInterrupt is raised here.
+template <class F>
+auto run_released(int64_t rows, F&& work) -> decltype(work(static_cast<const CancelToken*>(nullptr))) {
+  using R = decltype(work(static_cast<const CancelToken*>(nullptr)));
+  constexpr int64_t kInlineRows = 16384;  // below this a thread costs more than it saves
+  if (rows < kInlineRows) {
+    py::gil_scoped_release release;
+    return work(nullptr);
+  }
+  CancelToken cancel;
+  std::optional<R> result;
+  std::exception_ptr error;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread th([&]() {
+      try {
+        result.emplace(work(&cancel));
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(m);
+      done = true;
+      cv.notify_all();
+    });
+    for (;;) {
+      std::unique_lock<std::mutex> lock(m);
+      if (cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return done; })) break;
+      lock.unlock();
+      if (!interrupted) {
+        py::gil_scoped_acquire acquire;
+        if (PyErr_CheckSignals() != 0) {  // the error (e.g. KeyboardInterrupt) stays set
+          interrupted = true;
+          cancel.cancel();
+        }
+      }
+    }
+    th.join();
+  }
+  if (interrupted) throw py::error_already_set();
+  if (error) std::rethrow_exception(error);
+  return std::move(*result);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text inputs.
+
+// Strings of a Python sequence, viewed in place: the tuple keeps every str (and its cached UTF-8)
+// alive for the duration of the call, even if the caller mutates their list from another thread.
+struct PyStrings {
+  py::tuple keep;
+  std::vector<std::string_view> views;
+  std::vector<uint8_t> valid;
+  bool any_null = false;
+};
+
+PyStrings view_strings(const py::handle& seq, const char* what, bool allow_null) {
+  PyStrings s;
+  PyObject* t = PySequence_Tuple(seq.ptr());
+  if (t == nullptr) throw py::error_already_set();
+  s.keep = py::reinterpret_steal<py::tuple>(t);
+  const size_t n = s.keep.size();
+  s.views.resize(n);
+  s.valid.assign(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* o = PyTuple_GET_ITEM(t, static_cast<py::ssize_t>(i));
+    if (PyUnicode_Check(o)) {
+      Py_ssize_t len = 0;
+      const char* p = PyUnicode_AsUTF8AndSize(o, &len);
+      if (p == nullptr) {
+        PyErr_Clear();
+        throw InputError(std::string(what) + "[" + std::to_string(i) +
+                         "] cannot be encoded as UTF-8 (it holds a lone surrogate); clean it with "
+                         "s.encode('utf-8', 'replace').decode()");
+      }
+      s.views[i] = std::string_view(p, static_cast<size_t>(len));
+    } else if (PyBytes_Check(o)) {
+      s.views[i] = std::string_view(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)));
+    } else if (o == Py_None && allow_null) {
+      s.valid[i] = 0;
+      s.any_null = true;
+    } else {
+      std::string tname = Py_TYPE(o)->tp_name;
+      throw std::invalid_argument(std::string(what) + "[" + std::to_string(i) + "] is a " + tname +
+                                  ", expected str" + (allow_null ? " or None" : "") +
+                                  "; convert the items with str() or drop them");
+    }
+  }
+  return s;
+}
+
+// An Arrow string array given as (validity, offsets, data, offset, length, large): the buffers
+// are pyarrow Buffers (buffer protocol) that stay referenced by the caller's tuple.
+struct ArrowChunk {
+  py::buffer_info validity, offsets, data;
+  bool has_validity = false, has_data = false;
+  TextColumn col;
+};
+
+void view_arrow(const py::tuple& spec, ArrowChunk& c) {
+  if (spec.size() != 6) throw std::invalid_argument("arrow chunk spec must have 6 items");
+  const int64_t offset = spec[3].cast<int64_t>();
+  const int64_t length = spec[4].cast<int64_t>();
+  const bool large = spec[5].cast<bool>();
+  if (offset < 0 || length < 0) throw InputError("arrow chunk has a negative offset or length");
+  const int64_t width = large ? 8 : 4;
+  c.offsets = py::reinterpret_borrow<py::buffer>(spec[1]).request();
+  if (c.offsets.size * c.offsets.itemsize < (offset + length + 1) * width && length > 0) {
+    throw InputError("arrow string array's offsets buffer is too short for its length; the array is malformed");
+  }
+  if (!spec[0].is_none()) {
+    c.validity = py::reinterpret_borrow<py::buffer>(spec[0]).request();
+    c.has_validity = true;
+    if (c.validity.size * c.validity.itemsize * 8 < offset + length) {
+      throw InputError("arrow string array's validity bitmap is too short; the array is malformed");
+    }
+    c.col.validity = static_cast<const uint8_t*>(c.validity.ptr);
+  }
+  if (!spec[2].is_none()) {
+    c.data = py::reinterpret_borrow<py::buffer>(spec[2]).request();
+    c.has_data = true;
+    c.col.data = static_cast<const uint8_t*>(c.data.ptr);
+    c.col.data_size = c.data.size * c.data.itemsize;
+  }
+  if (length > 0) {
+    if (large) {
+      c.col.offsets64 = static_cast<const int64_t*>(c.offsets.ptr);
+    } else {
+      c.col.offsets32 = static_cast<const int32_t*>(c.offsets.ptr);
+    }
+  }
+  c.col.offset = offset;
+  c.col.length = length;
+}
+
+struct Columns {
+  std::vector<std::unique_ptr<ArrowChunk>> arrow;
+  std::unique_ptr<PyStrings> strings;
+  std::vector<TextColumn> cols;
+  int64_t rows = 0;
+};
+
+// `texts` is either a list of arrow chunk specs (tuples) tagged by kind == "arrow", or a sequence
+// of str / bytes / None when kind == "list". The Python wrapper decides which.
+Columns make_columns(const std::string& kind, const py::handle& texts) {
+  Columns c;
+  if (kind == "arrow") {
+    for (const py::handle h : py::reinterpret_borrow<py::list>(texts)) {
+      c.arrow.emplace_back(new ArrowChunk);
+      view_arrow(py::reinterpret_borrow<py::tuple>(h), *c.arrow.back());
+      c.cols.push_back(c.arrow.back()->col);
+      c.rows += c.cols.back().length;
+    }
+  } else if (kind == "list") {
+    c.strings.reset(new PyStrings(view_strings(texts, "texts", true)));
+    TextColumn col;
+    col.views = c.strings->views.data();
+    col.view_valid = c.strings->any_null ? c.strings->valid.data() : nullptr;
+    col.length = static_cast<int64_t>(c.strings->views.size());
+    c.cols.push_back(col);
+    c.rows = col.length;
+  } else {
+    throw std::invalid_argument("kind must be 'arrow' or 'list'");
+  }
+  return c;
+}
+
+int check_threads(int threads) {
+  if (threads < 0) throw InputError("threads must be >= 0 (0 or None = all cores), got " + std::to_string(threads));
+  return threads;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void bind_matcher(py::module_& m) {
+  py::class_<Matcher>(m, "Matcher", R"doc(The C++ matcher. Use fastcurate.Matcher, which wraps it.
+
+Thread safety: immutable after construction; match() may run from many threads at once.)doc")
+      .def(py::init([](const py::handle& entries, const std::string& mode, bool case_sensitive) {
+             MatcherOptions opt;
+             if (mode == "metaclip") {
+               opt.mode = MatchMode::MetaClip;
+             } else if (mode == "substring") {
+               opt.mode = MatchMode::Substring;
+             } else {
+               throw InputError("mode must be 'metaclip' or 'substring', got '" + mode + "'");
+             }
+             opt.case_sensitive = case_sensitive;
+             PyStrings s = view_strings(entries, "entries", false);
+             py::gil_scoped_release release;
+             return new Matcher(s.views, opt);
+           }),
+           py::arg("entries"), py::arg("mode") = "metaclip", py::arg("case_sensitive") = true)
+      .def(
+          "match",
+          [](const Matcher& self, const std::string& kind, const py::handle& texts, int threads) {
+            Columns c = make_columns(kind, texts);
+            MatchResult r = run_released(c.rows, [&](const CancelToken* cancel) {
+              return self.match(c.cols, check_threads(threads), cancel);
+            });
+            return py::make_tuple(to_numpy(std::move(r.offsets)), to_numpy(std::move(r.ids)));
+          },
+          py::arg("kind"), py::arg("texts"), py::arg("threads") = 0)
+      .def(
+          "find_all",
+          [](const Matcher& self, const std::string& kind, const py::handle& texts, int threads) {
+            Columns c = make_columns(kind, texts);
+            SpanResult r = run_released(c.rows, [&](const CancelToken* cancel) {
+              return self.find_all(c.cols, check_threads(threads), cancel);
+            });
+            return py::make_tuple(to_numpy(std::move(r.offsets)), to_numpy(std::move(r.ids)),
+                                  to_numpy(std::move(r.starts)), to_numpy(std::move(r.ends)));
+          },
+          py::arg("kind"), py::arg("texts"), py::arg("threads") = 0)
+      .def("to_bytes",
+           [](const Matcher& self) {
+             std::vector<uint8_t> b;
+             {
+               py::gil_scoped_release release;
+               b = self.to_bytes();
+             }
+             return to_numpy(std::move(b));
+           })
+      .def_static(
+          "from_buffer",
+          [](const py::buffer& buf) {
+            py::buffer_info info = buf.request();
+            const auto* p = static_cast<const uint8_t*>(info.ptr);
+            const size_t n = static_cast<size_t>(info.size * info.itemsize);
+            py::gil_scoped_release release;
+            return new Matcher(Matcher::from_bytes(p, n));
+          },
+          py::arg("buffer"))
+      .def("__len__", &Matcher::size)
+      .def("entry", [](const Matcher& self, int64_t i) {
+        std::string_view e = self.entry(i);
+        return py::str(e.data(), e.size());
+      })
+      .def("entries",
+           [](const Matcher& self) {
+             py::list out(static_cast<size_t>(self.size()));
+             for (int64_t i = 0; i < self.size(); ++i) {
+               std::string_view e = self.entry(i);
+               PyObject* s = PyUnicode_DecodeUTF8(e.data(), static_cast<Py_ssize_t>(e.size()), "surrogateescape");
+               if (s == nullptr) throw py::error_already_set();
+               PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), s);
+             }
+             return out;
+           })
+      .def_property_readonly("mode",
+                             [](const Matcher& self) {
+                               return self.options().mode == MatchMode::MetaClip ? "metaclip" : "substring";
+                             })
+      .def_property_readonly("case_sensitive", [](const Matcher& self) { return self.options().case_sensitive; })
+      .def_property_readonly("memory_bytes", &Matcher::memory_bytes)
+      .def_property_readonly("report", [](const Matcher& self) {
+        const BuildReport& r = self.report();
+        py::dict d;
+        d["never_match"] = r.never_match;
+        d["first_never_match"] = r.first_never_match;
+        d["shadowed"] = r.shadowed;
+        d["first_shadowed"] = r.first_shadowed;
+        return d;
+      });
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "fastcurate C++ kernels";
-    bind_balance(m);
+  m.doc() = "fastcurate C++ kernels (use the fastcurate package, not this module directly)";
+
+  // Core errors become the classes of fastcurate.errors, so `except fastcurate.FastcurateError`
+  // catches them. Imported lazily by name: fastcurate.errors has no dependency on this module.
+  py::module_ errors = py::module_::import("fastcurate.errors");
+  // Leaked on purpose: module-lifetime references must not be released after interpreter shutdown.
+  static PyObject* input_error = py::object(errors.attr("InputError")).release().ptr();
+  static PyObject* input_type_error = py::object(errors.attr("InputTypeError")).release().ptr();
+  static PyObject* format_error = py::object(errors.attr("FormatError")).release().ptr();
+  static PyObject* base_error = py::object(errors.attr("FastcurateError")).release().ptr();
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Cancelled& e) {
+      PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+    } catch (const InputError& e) {
+      PyErr_SetString(input_error, e.what());
+    } catch (const FormatError& e) {
+      PyErr_SetString(format_error, e.what());
+    } catch (const Error& e) {
+      PyErr_SetString(base_error, e.what());
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(input_type_error, e.what());
+    }
+  });
+
+  bind_matcher(m);
+  bind_balance(m);
 }

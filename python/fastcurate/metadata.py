@@ -119,7 +119,18 @@ def load_wordnet_entries(
     return entries
 
 
-wordnet_entries = load_wordnet_entries
+def wordnet_entries(
+    wordnet_dir: Optional[PathLike] = None, *, lowercase: bool = True, cut_at_dot: bool = True
+) -> List[str]:
+    """The WordNet part of MetaCLIP's metadata, ready to match: :func:`load_wordnet_entries`
+    without empty entries and with duplicates removed (first occurrence wins)."""
+    seen = set()
+    out: List[str] = []
+    for e in load_wordnet_entries(wordnet_dir, lowercase=lowercase, cut_at_dot=cut_at_dot):
+        if e and e not in seen:
+            seen.add(e)
+            out.append(e)
+    return out
 
 
 def _is_int(s: str) -> bool:

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real data in ../shared/data and the WordNet metadata."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_shared: reads the real data in ../shared/data")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real data lives in ../shared/data beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def laion_texts() -> List[str]:
+    """The 10k LAION-style alt-texts (nulls kept as None)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(_need(SHARED_DATA / "captions" / "laion_10k.parquet"), columns=["TEXT"])
+    return t.column("TEXT").to_pylist()
+
+
+@pytest.fixture(scope="session")
+def cc3m_texts() -> List[str]:
+    """The 15,833 Conceptual Captions validation captions."""
+    path = _need(SHARED_DATA / "captions" / "cc3m_val.tsv")
+    with open(path, encoding="utf-8", newline="") as f:
+        return [row[0] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+@pytest.fixture(scope="session")
+def wordnet_entries() -> List[str]:
+    """MetaCLIP's WordNet part of the metadata: the first lemma of every synset, '_' -> ' '."""
+    from fastcurate.metadata import wordnet_entries
+
+    if not (WORDNET_DIR / "data.noun").exists():
+        pytest.skip("WordNet 3.0 is not installed: apt-get install wordnet-base")
+    return wordnet_entries(WORDNET_DIR)
