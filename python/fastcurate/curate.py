@@ -437,6 +437,7 @@ def curate(
         elif (out / "stats.json").exists():
             return _read_json(out / "stats.json")  # the same run finished already: nothing to redo
     work.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     _write_json(work / "manifest.json", manifest)
 
     if matcher is None:
@@ -583,6 +584,15 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """A killed run leaves its half-written temp files (".NAME.XXXX.tmp", see shards.atomic_path)
+    behind; they were never renamed, so they are garbage. Remove them before resuming."""
+    for d in (out, out / _WORK, *(out / _WORK).glob("shard-*")):
+        if d.is_dir():
+            for f in d.glob(".*.tmp"):
+                f.unlink(missing_ok=True)
 
 
 def _clear_outputs(out: Path) -> None:
