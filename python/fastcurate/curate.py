@@ -52,14 +52,65 @@ _WORK = "_work"
 _FORMAT_VERSION = 1
 
 # Pinned writer options: the same input gives the same bytes (with the same pyarrow version).
+# zstd level 1 and no dictionary for string/binary columns: captions, URLs and uids are nearly all
+# distinct, so dictionary attempts only cost time; level 1 writes ~1.7x faster than level 3 for
+# ~20% larger files. Other columns keep dictionary encoding (see _writer_options).
 _PARQUET_OPTIONS = dict(
     compression="zstd",
-    compression_level=3,
-    use_dictionary=True,
+    compression_level=1,
     write_statistics=True,
     data_page_size=1 << 20,
     version="2.6",
 )
+
+
+def _writer_options(schema: Any) -> Dict[str, Any]:
+    import pyarrow as pa
+
+    dict_cols = [f.name for f in schema if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                                                or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+                                                or pa.types.is_list(f.type))]
+    return dict(_PARQUET_OPTIONS, use_dictionary=dict_cols)
+
+
+def _prefetch(it: Any, depth: int = 2) -> Any:
+    """Iterate `it` in a background thread, `depth` items ahead: Parquet decoding (which releases
+    the GIL) then overlaps matching and writing. Exceptions are re-raised in the consumer."""
+    import queue
+    import threading
+
+    q: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    _END = object()
+
+    def run() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put((None, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((None, _END))
+        except BaseException as e:  # handed to the consumer
+            q.put((e, None))
+
+    th = threading.Thread(target=run, name="fastcurate-prefetch", daemon=True)
+    th.start()
+    try:
+        while True:
+            err, item = q.get()
+            if err is not None:
+                raise err
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        th.join()
 
 
 @dataclass
@@ -199,7 +250,7 @@ def _count_shard(
     rows = null_text = null_id = 0
     base = 0
     try:
-        batches = pf.iter_batches(batch_size=batch_size, columns=[cols.text, cols.key], use_threads=True)
+        batches = _prefetch(pf.iter_batches(batch_size=batch_size, columns=[cols.text, cols.key], use_threads=True))
         for batch in batches:
             text = _decode(batch.column(0))
             key = _decode(batch.column(1))
@@ -289,21 +340,23 @@ def _select_shard(
     tmp = atomic_path(final)
     row = 0
     try:
-        with pq.ParquetWriter(tmp, out_schema, **_PARQUET_OPTIONS) as w:
-            for batch in pf.iter_batches(batch_size=batch_size, use_threads=True):
+        with pq.ParquetWriter(tmp, out_schema, **_writer_options(out_schema)) as w:
+            for batch in _prefetch(pf.iter_batches(batch_size=batch_size, use_threads=True)):
                 n = len(batch)
+                if row + n > len(keep):
+                    raise FormatError(f"{path}: has more rows now than in the counting pass; "
+                                      "the input changed during the run: start again with a fresh --out")
                 k = keep[row:row + n]
                 if k.any():
-                    sel = np.flatnonzero(k) + row
-                    lens = (offsets[sel + 1] - offsets[sel]).astype(np.int64)
-                    lo = np.zeros(len(sel) + 1, dtype=np.int32)
-                    np.cumsum(lens, out=lo[1:])
-                    take = _gather_ranges(offsets, sel)
-                    vals = np.asarray(ids[take], dtype=np.int32)
+                    # The batch's CSR as an Arrow list column (zero-copy views), filtered together
+                    # with the batch by Arrow's C++ filter.
+                    o = offsets[row:row + n + 1]
+                    lo = (o - o[0]).astype(np.int32)
+                    vals = np.ascontiguousarray(ids[o[0]:o[-1]], dtype=np.int32)
                     ent = pa.ListArray.from_arrays(pa.array(lo), pa.array(vals, type=pa.int32()))
-                    kept = batch.filter(pa.array(k))
-                    tbl = pa.Table.from_batches([kept]).append_column(out_schema.field(ENTRY_IDS_COLUMN), [ent])
-                    w.write_table(tbl, row_group_size=max(1, len(tbl)))
+                    full = pa.RecordBatch.from_arrays(list(batch.columns) + [ent], schema=out_schema)
+                    kept = full.filter(pa.array(k))
+                    w.write_table(pa.Table.from_batches([kept]), row_group_size=max(1, len(kept)))
                 row += n
                 bar.update(n)
             # A shard with nothing kept still gets a (schema-only) file: the layout stays one-to-one
@@ -315,19 +368,6 @@ def _select_shard(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _gather_ranges(offsets: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(offsets[s], offsets[s+1]) for s in sel, vectorised."""
-    starts = offsets[sel]
-    lens = offsets[sel + 1] - starts
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    # position within the output minus the start of its run, plus the run's source start
-    run_starts = np.zeros(len(sel), dtype=np.int64)
-    np.cumsum(lens[:-1], out=run_starts[1:])
-    return np.repeat(starts - run_starts, lens) + np.arange(total, dtype=np.int64)
 
 
 def _kept_csr(offsets: np.ndarray, ids: np.ndarray, keep: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ def plot_long_tail(
     ax.set_title(title or "Metadata entry counts (long tail)")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.12)  # fixed: tight_layout costs ~0.3 s
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
