@@ -340,7 +340,13 @@ def _select_shard(
     tmp = atomic_path(final)
     row = 0
     try:
-        with pq.ParquetWriter(tmp, out_schema, **_writer_options(out_schema)) as w:
+        # Encoding + compression run on one background thread (in order; pyarrow releases the GIL),
+        # overlapping the decoding of the next batch. At most 2 writes in flight bounds memory.
+        from concurrent.futures import ThreadPoolExecutor
+
+        pending: List[Any] = []
+        with pq.ParquetWriter(tmp, out_schema, **_writer_options(out_schema)) as w, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcurate-write") as ex:
             for batch in _prefetch(pf.iter_batches(batch_size=batch_size, use_threads=True)):
                 n = len(batch)
                 if row + n > len(keep):
@@ -356,9 +362,14 @@ def _select_shard(
                     ent = pa.ListArray.from_arrays(pa.array(lo), pa.array(vals, type=pa.int32()))
                     full = pa.RecordBatch.from_arrays(list(batch.columns) + [ent], schema=out_schema)
                     kept = full.filter(pa.array(k))
-                    w.write_table(pa.Table.from_batches([kept]), row_group_size=max(1, len(kept)))
+                    pending.append(ex.submit(w.write_table, pa.Table.from_batches([kept]),
+                                             row_group_size=max(1, len(kept))))
+                    while len(pending) > 2:
+                        pending.pop(0).result()
                 row += n
                 bar.update(n)
+            for f in pending:
+                f.result()  # re-raises a write error
             # A shard with nothing kept still gets a (schema-only) file: the layout stays one-to-one
             # and the file's existence marks the shard as finished.
         if row != len(keep):
