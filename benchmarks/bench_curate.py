@@ -176,7 +176,9 @@ elif mode == "metaclip":
     res = {"rows": n, "kept": kept, "automaton_build_s": build_s, "match_count_s": match_s,
            "balance_write_s": balance_write_s}
 res["wall_s"] = time.perf_counter() - t0
-res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its parent's peak
+with open("/proc/self/status") as fh:
+    res["peak_rss_mb"] = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) / 1024
 print(json.dumps(res))
 """
 

@@ -286,6 +286,13 @@ def test_bad_columns_and_empty_input(tmp_path, table):
     assert s["rows_dropped"]["bad shard"] == 1 and s["rows_in"] == len(table) + 1
 
 
+def test_output_inside_input_dir_is_not_read_back(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 2, seed=0)
+    s1 = curate([src], src / "curated", metadata=ENTRIES, t=12, progress=False)
+    s2 = curate([src], src / "curated", metadata=ENTRIES, t=12, progress=False)  # finished run: same stats
+    assert s1 == s2 and s1["shards_in"] == 2
+
+
 def test_integer_ids_and_globs(tmp_path, table):
     t = table.drop_columns(["uid"]).append_column("key", pa.array(np.arange(len(table), dtype=np.int64)))
     d = tmp_path / "in"

@@ -461,6 +461,11 @@ def curate(
 
     files = discover_inputs(inputs if not isinstance(inputs, (str, os.PathLike)) else [inputs])
     out = Path(out)
+    # An output directory inside an input directory must not feed its own shards back in.
+    out_abs = out.resolve()
+    files = [f for f in files if out_abs not in f.parents]
+    if not files:
+        raise InputError(f"no input files outside the output directory {out}")
     if isinstance(metadata, (list, tuple)):
         entries = list(metadata)
         meta_name = "<list>"
@@ -610,6 +615,7 @@ def curate(
         "shards_out": len(good),
         "bad_shards": [{"file": x["file"], "rows": x["rows"], "error": x["error"]} for x in infos if x["bad"]],
         "outputs": [f"part-{i:05d}.parquet" for i in good],
+        "plot": "long_tail.png" if plot else None,
     }
     # Shared outputs last, each atomic; stats.json goes last of all and marks the run complete.
     atomic_write_bytes(out / "entry_counts.npy", _npy_bytes(counts))

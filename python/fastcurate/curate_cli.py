@@ -82,7 +82,7 @@ def format_summary(stats: dict, out: str) -> str:
         f"entries matched: {stats['entries_matched']:,} of {stats['n_entries']:,} before, "
         f"{stats['entries_matched_after']:,} after; columns text={stats['text_column']!r} id={stats['id_column']!r}",
         f"outputs: {out}/ ({len(stats['outputs'])} shard(s), stats.json, entry_counts.npy, metadata.json"
-        + (", long_tail.png)" if stats.get("plot", True) else ")"),
+        + (f", {stats['plot']})" if stats.get("plot") else ")"),
     ]
     if stats["bad_shards"]:
         lines.append(f"bad shards skipped: {len(stats['bad_shards'])} (see stats.json)")
