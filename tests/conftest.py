@@ -49,3 +49,16 @@ def wordnet_entries() -> List[str]:
     if not (WORDNET_DIR / "data.noun").exists():
         pytest.skip("WordNet 3.0 is not installed: apt-get install wordnet-base")
     return wordnet_entries(WORDNET_DIR)
+
+
+@pytest.fixture(params=["simd", "scalar"])
+def simd_mode(request):
+    """Runs a test under the vectorised path (where compiled) and the portable scalar path."""
+    from fastcurate import _core
+
+    if request.param == "simd" and not _core.simd_available():
+        pytest.skip("no vectorised path on this platform")
+    _core.set_simd(request.param == "simd")
+    assert _core.simd_name() == ("scalar" if request.param == "scalar" else _core.simd_name())
+    yield request.param
+    _core.set_simd(True)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastcurate as fc
+from fastcurate import _core
 from fastcurate.reference import metaclip_match, substring_find_all
 
 ALPHABET = ["a", "b", "A", "B", "c", " ", " ", ",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "é", "日", "x"]
@@ -22,7 +23,7 @@ entry = st.one_of(
     st.text(alphabet=ALPHABET, min_size=1, max_size=6),
 )
 entries_st = st.lists(entry, min_size=1, max_size=12)
-text_st = st.text(alphabet=ALPHABET, max_size=40)
+text_st = st.text(alphabet=ALPHABET, max_size=60)
 texts_st = st.lists(text_st, min_size=1, max_size=8)
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -40,6 +41,11 @@ def test_metaclip_equals_reference(entries, texts):
     m = _matcher(entries)
     expected = [metaclip_match(entries, t) for t in texts]
     assert m.match(texts, threads=1).to_lists() == expected
+    _core.set_simd(False)
+    try:
+        assert m.match(texts, threads=1).to_lists() == expected
+    finally:
+        _core.set_simd(True)
 
 
 @SETTINGS

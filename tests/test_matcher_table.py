@@ -114,13 +114,22 @@ def _check(entries, text, expected, case_sensitive=True):
 
 
 @pytest.mark.parametrize("entries,text,expected", METACLIP_TABLE)
-def test_metaclip_table(entries, text, expected):
+def test_metaclip_table(entries, text, expected, simd_mode):
     _check(entries, text, expected)
 
 
 @pytest.mark.parametrize("entries,text,expected", CASE_INSENSITIVE_TABLE)
-def test_case_insensitive_table(entries, text, expected):
+def test_case_insensitive_table(entries, text, expected, simd_mode):
     _check(entries, text, expected, case_sensitive=False)
+
+
+def test_long_texts_cross_vector_boundaries(simd_mode):
+    """Pieces that straddle the 16-byte blocks of the vectorised scanner, at every alignment."""
+    entries = ["cat", "new york", ",", "a  b", "internationalization"]
+    m = fc.Matcher(entries)
+    for shift in range(0, 20):
+        text = "x" * shift + "a cat,new york  internationalization. a  b!" * 3
+        assert m.match([text]).to_lists() == [metaclip_match(entries, text)], shift
 
 
 def test_table_in_one_matcher():

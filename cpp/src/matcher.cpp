@@ -92,19 +92,19 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
     Part& part = parts[static_cast<size_t>(bi)];
     part.ends.reserve(static_cast<size_t>(b.end - b.begin));
     part.ids.reserve(static_cast<size_t>(b.end - b.begin) * 4);
+    if (im.opt.mode == MatchMode::MetaClip) {
+      im.tok.match_rows(col, b.begin, b.end, part.ids, part.ends);
+      return;
+    }
     for (int64_t i = b.begin; i < b.end; ++i) {
       const uint8_t* p;
       int64_t n;
       if (col.get(i, p, n) && n > 0) {
-        if (im.opt.mode == MatchMode::MetaClip) {
-          im.tok.match_text(p, n, col.readable_end(p, n), part.ids);
-        } else {
-          const size_t base = part.ids.size();
-          im.byte.scan(p, n, [&](int32_t id, int64_t, int64_t) { part.ids.push_back(id); });
-          if (part.ids.size() - base > 1) {
-            std::sort(part.ids.begin() + static_cast<std::ptrdiff_t>(base), part.ids.end());
-            part.ids.erase(std::unique(part.ids.begin() + static_cast<std::ptrdiff_t>(base), part.ids.end()), part.ids.end());
-          }
+        const size_t base = part.ids.size();
+        im.byte.scan(p, n, [&](int32_t id, int64_t, int64_t) { part.ids.push_back(id); });
+        if (part.ids.size() - base > 1) {
+          std::sort(part.ids.begin() + static_cast<std::ptrdiff_t>(base), part.ids.end());
+          part.ids.erase(std::unique(part.ids.begin() + static_cast<std::ptrdiff_t>(base), part.ids.end()), part.ids.end());
         }
       }
       part.ends.push_back(static_cast<int64_t>(part.ids.size()));

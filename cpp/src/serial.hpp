@@ -20,8 +20,8 @@ class Writer {
     static_assert(std::is_trivially_copyable<T>::value, "POD only");
     raw(&v, sizeof(T));
   }
-  template <class T>
-  void vec(const std::vector<T>& v) {
+  template <class T, class A>
+  void vec(const std::vector<T, A>& v) {
     static_assert(std::is_trivially_copyable<T>::value, "POD only");
     const uint64_t n = v.size();
     pod(n);
@@ -48,11 +48,11 @@ class Reader {
     raw(&v, sizeof(T));
     return v;
   }
-  template <class T>
-  std::vector<T> vec(uint64_t max_items) {
+  template <class T, class A = std::allocator<T>>
+  std::vector<T, A> vec(uint64_t max_items) {
     const uint64_t n = pod<uint64_t>();
     if (n > max_items || n > (n_ - at_) / sizeof(T) + 1) fail("an array length is out of range");
-    std::vector<T> v(static_cast<size_t>(n));
+    std::vector<T, A> v(static_cast<size_t>(n));
     raw(v.data(), static_cast<size_t>(n) * sizeof(T));
     return v;
   }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Union
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _core
+from ._io import write_bytes_atomic
 from ._texts import to_columns
 from .errors import FormatError, InputError, InputTypeError
 
@@ -236,21 +236,7 @@ class Matcher:
 
     def save(self, path: PathLike) -> None:
         """Writes the built matcher to ``path`` atomically (a temporary file, then a rename)."""
-        p = Path(path)
-        data = self._m.to_bytes()
-        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=str(p.parent or "."))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(memoryview(data))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_bytes_atomic(memoryview(self._m.to_bytes()), path)
 
     @classmethod
     def load(cls, path: PathLike) -> "Matcher":

@@ -6,6 +6,12 @@
 #include <cstdint>
 #include <cstring>
 
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FASTCURATE_NO_PREFETCH)
+#define FC_PREFETCH(addr) __builtin_prefetch(addr)
+#else
+#define FC_PREFETCH(addr) ((void)(addr))
+#endif
+
 namespace fastcurate {
 namespace bytes {
 

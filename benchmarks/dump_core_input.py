@@ -1,0 +1,38 @@
+"""Writes the benchmark metadata and caption pool in the raw layout that cpp/bench/bench_core reads."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pool import build_metadata, caption_pool, real_captions  # noqa: E402
+
+
+def write_column(path: Path, arr: pa.Array) -> None:
+    arr = arr.cast(pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    with open(path, "wb") as f:
+        f.write(np.uint64(len(arr)).tobytes())
+        f.write((offsets - offsets[0]).tobytes())
+        f.write(memoryview(data)[offsets[0] : offsets[-1]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("prefix")
+    ap.add_argument("--captions", type=int, default=1_000_000)
+    ap.add_argument("--entries", type=int, default=500_000)
+    a = ap.parse_args()
+    caps = real_captions()
+    write_column(Path(a.prefix + ".entries"), pa.array(build_metadata(caps, a.entries)))
+    write_column(Path(a.prefix + ".texts"), caption_pool(caps, a.captions))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+// An allocator for the automaton's large tables that asks the kernel for transparent huge pages.
+//
+// Why: the vocabulary, state and transition tables of a 500k-entry matcher span tens of MB and
+// are read at random. With 4 KiB pages nearly every such read also misses the TLB (a few
+// thousand entries cover ~8 MB); with 2 MiB pages the whole automaton stays TLB-resident. Many
+// distributions set THP to "madvise", so the pages must be asked for explicitly. Small tables,
+// and platforms without madvise, fall back to the ordinary allocator.
+#pragma once
+
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace fastcurate {
+
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  static constexpr size_t kHuge = size_t{2} << 20;
+
+  HugePageAllocator() noexcept = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) noexcept {}
+
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (bytes >= kHuge) {
+      const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+      void* p = std::aligned_alloc(kHuge, rounded);
+      if (p == nullptr) throw std::bad_alloc();
+      madvise(p, rounded, MADV_HUGEPAGE);  // advisory: failure only costs speed
+      return static_cast<T*>(p);
+    }
+#endif
+    void* p = std::malloc(bytes == 0 ? 1 : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) noexcept { std::free(p); }
+
+  template <class U>
+  bool operator==(const HugePageAllocator<U>&) const noexcept {
+    return true;
+  }
+  template <class U>
+  bool operator!=(const HugePageAllocator<U>&) const noexcept {
+    return false;
+  }
+};
+
+template <class T>
+using big_vector = std::vector<T, HugePageAllocator<T>>;
+
+}  // namespace fastcurate
