@@ -276,3 +276,34 @@ def test_input_validation(pool):
         balance((offsets, ids), np.ones(n), list(range(5)))
     with pytest.raises(InputTypeError):
         count_entries("nope", 3)
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@st.composite
+def csr_and_probs(draw):
+    n_entries = draw(st.integers(1, 12))
+    rows = draw(st.lists(st.sets(st.integers(0, n_entries - 1), max_size=n_entries), max_size=40))
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in rows])
+    ids = np.array([e for r in rows for e in sorted(r)], dtype=np.int32)
+    probs = np.array(draw(st.lists(st.sampled_from([0.0, 0.1, 0.5, 0.999, 1.0]), min_size=n_entries,
+                                   max_size=n_entries)), dtype=np.float64)
+    keys = draw(st.lists(st.text(max_size=12), min_size=len(rows), max_size=len(rows)))
+    return offsets, ids, probs, keys, n_entries
+
+
+@settings(max_examples=200, deadline=None)
+@given(csr_and_probs(), st.integers(0, 2**64 - 1))
+def test_balance_equals_its_definition(data, seed):
+    """keep[i] == (draw(seed, key_i) < 1 - prod(1 - p_e)), computed independently in numpy."""
+    offsets, ids, probs, keys, n_entries = data
+    r = (offsets, ids)
+    keep = balance(r, probs, keys, seed=seed, threads=2)
+    u = uniform_draws(keys, seed=seed) if keys else np.zeros(0)
+    for i in range(len(keys)):
+        row = ids[offsets[i]:offsets[i + 1]]
+        prob = 1.0 - np.prod(1.0 - probs[row]) if len(row) else 0.0
+        assert keep[i] == (len(row) > 0 and u[i] < prob)
+    assert np.array_equal(count_entries(r, n_entries), naive_counts(offsets, ids, n_entries))
