@@ -205,6 +205,31 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path, table, mode, k):
     assert output_bytes(out) == output_bytes(ref_out)
 
 
+@pytest.mark.parametrize("delay", [0.9, 1.3, 1.8])
+def test_cli_killed_at_a_random_moment_resumes_to_identical_outputs(tmp_path, table, delay):
+    """SIGKILL the CLI after a wall-clock delay (wherever it happens to be: imports, counting,
+    selecting, final writes or already done), then run the same command again."""
+    import time
+
+    src = write_layout(table, tmp_path / "in", 6, seed=5)
+    meta = tmp_path / "meta.txt"
+    meta.write_text("\n".join(ENTRIES) + "\n")
+    args = [str(src), "--metadata", str(meta), "--t", "9", "--seed", "11", "--batch-size", "300", "--no-progress"]
+    ref = tmp_path / "ref"
+    from fastcurate.curate_cli import main
+
+    assert main(["curate", *args, "--out", str(ref)]) == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fastcurate.curate_cli", "curate", *args, "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) in (-signal.SIGKILL, 0)  # killed, or finished first: never crashed
+    assert main(["curate", *args, "--out", str(out)]) == 0
+    assert output_bytes(out) == output_bytes(ref)
+    assert not list(out.rglob("*.tmp"))
+
+
 def test_different_run_in_same_out_is_refused(tmp_path, table):
     src = write_layout(table, tmp_path / "in", 2, seed=0)
     out = tmp_path / "out"
