@@ -18,6 +18,7 @@
 #include "fastcurate/common.hpp"
 #include "fastcurate/matcher.hpp"
 #include "fastcurate/simd.hpp"
+#include "balance_bindings.inc"  // issue 3: count/balance kernels (bind_balance)
 
 namespace py = pybind11;
 using namespace fastcurate;
@@ -335,6 +336,7 @@ PYBIND11_MODULE(_core, m) {
   });
 
   bind_matcher(m);
+  bind_balance(m);
 
   m.def("simd_name", &simd::active_name, "The vectorised code path in use: 'sse2' or 'scalar'.");
   m.def("simd_available", []() { return simd::kCompiled; }, "Whether a vectorised path was compiled in.");

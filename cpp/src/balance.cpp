@@ -1,0 +1,256 @@
+// MetaCLIP counting and balanced sampling kernels (see balance.hpp and DESIGN.md).
+#include "fastcurate/balance.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace fastcurate {
+namespace {
+
+constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+// Texts per work block. Fixed (not derived from the thread count) so that block-wise sums, and
+// hence expected_size, are identical whatever the number of threads.
+constexpr std::size_t kBlock = 16384;
+
+// The splitmix64 finalizer: a bijective avalanche mix of 64 bits.
+inline std::uint64_t mix64(std::uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+inline std::uint64_t load_le(const std::uint8_t* p, std::size_t n) {
+    // Byte-wise little-endian load: same value on any host endianness; compilers fuse it into one
+    // load on little-endian machines when n == 8.
+    std::uint64_t w = 0;
+    for (std::size_t i = 0; i < n; ++i) w |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+    return w;
+}
+
+unsigned resolve_threads(unsigned threads, std::size_t n_blocks) {
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    return static_cast<unsigned>(std::min<std::size_t>(threads, std::max<std::size_t>(1, n_blocks)));
+}
+
+// Runs fn(block_index) for every block on `threads` threads; the first exception thrown by any
+// worker stops the others from taking new blocks and is rethrown here after all are joined.
+template <typename Fn>
+void parallel_blocks(std::size_t n_blocks, unsigned threads, Fn&& fn) {
+    threads = resolve_threads(threads, n_blocks);
+    if (threads <= 1) {
+        for (std::size_t b = 0; b < n_blocks; ++b) fn(b);
+        return;
+    }
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto worker = [&]() {
+        try {
+            for (;;) {
+                if (failed.load(std::memory_order_relaxed)) return;
+                const std::size_t b = next.fetch_add(1, std::memory_order_relaxed);
+                if (b >= n_blocks) return;
+                fn(b);
+            }
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            failed.store(true);
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+    if (error) std::rethrow_exception(error);
+}
+
+// Checks text i's slice and ids; cheap enough to run inline in every kernel so that a bad CSR
+// raises instead of reading out of bounds.
+inline void check_text(const CsrView& csr, std::size_t i, std::size_t n_entries) {
+    const std::int64_t b = csr.offsets[i], e = csr.offsets[i + 1];
+    if (b < 0 || e < b) {
+        throw BalanceError("offsets must be non-negative and non-decreasing; offsets[" + std::to_string(i) +
+                           "]=" + std::to_string(b) + ", offsets[" + std::to_string(i + 1) + "]=" + std::to_string(e));
+    }
+    std::int32_t prev = -1;
+    for (std::int64_t k = b; k < e; ++k) {
+        const std::int32_t id = csr.ids[k];
+        if (id <= prev) {
+            // Sorted and unique is what the matcher returns; a repeated id would count a text twice.
+            throw BalanceError("the entry ids of text " + std::to_string(i) +
+                               " are not sorted and unique (id " + std::to_string(id) + " after " +
+                               std::to_string(prev) + "); pass a match result, or sort and deduplicate each row");
+        }
+        prev = id;
+        if (static_cast<std::size_t>(id) >= n_entries) {
+            throw BalanceError("entry id " + std::to_string(id) + " of text " + std::to_string(i) +
+                               " is outside [0, " + std::to_string(n_entries) +
+                               "); the counts/probs array must come from the same metadata as the match result");
+        }
+    }
+}
+
+}  // namespace
+
+void validate_csr(const CsrView& csr, std::size_t ids_len, std::size_t n_entries) {
+    if (csr.n_texts > 0 && static_cast<std::uint64_t>(csr.offsets[csr.n_texts]) > ids_len) {
+        throw BalanceError("offsets[-1]=" + std::to_string(csr.offsets[csr.n_texts]) + " exceeds len(ids)=" +
+                           std::to_string(ids_len));
+    }
+    for (std::size_t i = 0; i < csr.n_texts; ++i) check_text(csr, i, n_entries);
+}
+
+void count_entries(const CsrView& csr, std::uint64_t* counts, std::size_t n_entries) {
+    // Single-threaded on purpose: it is a memory-bound scatter that finishes in a fraction of the
+    // matching time, and per-thread partial arrays of n_entries would cost more than they save.
+    for (std::size_t i = 0; i < csr.n_texts; ++i) {
+        check_text(csr, i, n_entries);
+        for (std::int64_t k = csr.offsets[i]; k < csr.offsets[i + 1]; ++k) ++counts[csr.ids[k]];
+    }
+}
+
+double t_to_p(const std::uint64_t* counts, std::size_t n, double t) {
+    std::uint64_t total = 0, tail = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        total += counts[i];
+        if (static_cast<double>(counts[i]) < t) tail += counts[i];
+    }
+    if (total == 0) throw BalanceError("t_to_p: all entry counts are zero (no text matched any entry)");
+    return static_cast<double>(tail) / static_cast<double>(total);
+}
+
+std::uint64_t p_to_t(const std::uint64_t* counts, std::size_t n, double p) {
+    if (n == 0) throw BalanceError("p_to_t: empty counts");
+    std::vector<std::uint64_t> sorted(counts, counts + n);
+    std::sort(sorted.begin(), sorted.end());
+    std::uint64_t total = 0;
+    for (auto c : sorted) total += c;
+    if (total == 0) throw BalanceError("p_to_t: all entry counts are zero (no text matched any entry)");
+    // Same arithmetic as MetaCLIP's numpy code: uint64 cumsum, then float64 cumsum / sum, then
+    // argmin(|share - p|) which takes the first index among ties.
+    const double dtotal = static_cast<double>(total);
+    std::uint64_t cum = 0;
+    std::size_t best = 0;
+    double best_d = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        cum += sorted[i];
+        const double d = std::fabs(static_cast<double>(cum) / dtotal - p);
+        if (i == 0 || d < best_d) {
+            best_d = d;
+            best = i;
+        }
+    }
+    return sorted[best];
+}
+
+void entry_probs(const std::uint64_t* counts, std::size_t n, double t, double* out) {
+    if (!(t > 0.0) || !std::isfinite(t)) throw BalanceError("t must be a finite number > 0, got " + std::to_string(t));
+    for (std::size_t i = 0; i < n; ++i) {
+        const double c = static_cast<double>(counts[i]);
+        out[i] = c < t ? 1.0 : t / c;
+    }
+}
+
+std::uint64_t hash_bytes(const std::uint8_t* data, std::size_t len) {
+    // Word-at-a-time: one splitmix64 round per 8 bytes. The length is folded into the seed so that
+    // zero padding of the tail cannot make two different strings collide trivially.
+    std::uint64_t h = mix64(kGolden ^ (static_cast<std::uint64_t>(len) * 0xD6E8FEB86659FD93ULL));
+    std::size_t i = 0;
+    for (; i + 8 <= len; i += 8) h = mix64(h ^ load_le(data + i, 8)) + kGolden;
+    if (i < len) h = mix64(h ^ load_le(data + i, len - i)) + kGolden;
+    return mix64(h);
+}
+
+std::uint64_t hash_int64(std::int64_t v) {
+    // A different domain constant than strings, so the integer 49 and the string "1" (byte 49) differ.
+    return mix64(mix64(static_cast<std::uint64_t>(v) ^ 0xA0761D6478BD642FULL) + kGolden);
+}
+
+template <typename O>
+void hash_strings(const O* offsets, const std::uint8_t* data, std::size_t n, std::uint64_t* out) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const O b = offsets[i], e = offsets[i + 1];
+        if (e < b) throw BalanceError("string offsets must be non-decreasing at index " + std::to_string(i));
+        out[i] = hash_bytes(data + b, static_cast<std::size_t>(e - b));
+    }
+}
+template void hash_strings<std::int32_t>(const std::int32_t*, const std::uint8_t*, std::size_t, std::uint64_t*);
+template void hash_strings<std::int64_t>(const std::int64_t*, const std::uint8_t*, std::size_t, std::uint64_t*);
+
+double uniform_draw(std::uint64_t seed, std::uint64_t key_hash) {
+    const std::uint64_t x = mix64(mix64(key_hash ^ mix64(seed + kGolden)) + kGolden);
+    return static_cast<double>(x >> 11) * 0x1.0p-53;  // 53 bits: every value exact in a double
+}
+
+std::size_t balance(const CsrView& csr, const double* probs, std::size_t n_entries,
+                    const std::uint64_t* key_hashes, std::uint64_t seed, std::uint8_t* keep,
+                    unsigned threads) {
+    const std::size_t n_blocks = (csr.n_texts + kBlock - 1) / kBlock;
+    std::vector<std::size_t> kept(n_blocks, 0);
+    parallel_blocks(n_blocks, threads, [&](std::size_t blk) {
+        const std::size_t lo = blk * kBlock, hi = std::min(csr.n_texts, lo + kBlock);
+        std::size_t k = 0;
+        for (std::size_t i = lo; i < hi; ++i) {
+            check_text(csr, i, n_entries);
+            const double prob = keep_probability(csr, probs, i);
+            // One uniform per sample against 1 - prod(1 - p_e): the same Bernoulli law as MetaCLIP's
+            // one uniform per (sample, entry) with "keep if any fires", but a pure function of the key.
+            const bool kp = prob > 0.0 && uniform_draw(seed, key_hashes[i]) < prob;
+            keep[i] = kp ? 1 : 0;
+            k += kp ? 1 : 0;
+        }
+        kept[blk] = k;
+    });
+    std::size_t total = 0;
+    for (auto k : kept) total += k;
+    return total;
+}
+
+namespace {
+template <typename ProbFn>
+double expected_size_impl(const CsrView& csr, std::size_t n_entries, unsigned threads, ProbFn&& prob_of) {
+    const std::size_t n_blocks = (csr.n_texts + kBlock - 1) / kBlock;
+    std::vector<double> sums(n_blocks, 0.0);
+    parallel_blocks(n_blocks, threads, [&](std::size_t blk) {
+        const std::size_t lo = blk * kBlock, hi = std::min(csr.n_texts, lo + kBlock);
+        double s = 0.0;
+        for (std::size_t i = lo; i < hi; ++i) {
+            check_text(csr, i, n_entries);
+            const std::int64_t b = csr.offsets[i], e = csr.offsets[i + 1];
+            if (b == e) continue;
+            double q = 1.0;
+            for (std::int64_t k = b; k < e; ++k) q *= 1.0 - prob_of(csr.ids[k]);
+            s += 1.0 - q;
+        }
+        sums[blk] = s;
+    });
+    double total = 0.0;
+    for (double s : sums) total += s;
+    return total;
+}
+}  // namespace
+
+double expected_size(const CsrView& csr, const double* probs, std::size_t n_entries, unsigned threads) {
+    return expected_size_impl(csr, n_entries, threads, [probs](std::int32_t id) { return probs[id]; });
+}
+
+double expected_size_for_t(const CsrView& csr, const std::uint64_t* counts, std::size_t n_entries,
+                           double t, unsigned threads) {
+    if (!(t > 0.0) || !std::isfinite(t)) throw BalanceError("t must be a finite number > 0, got " + std::to_string(t));
+    return expected_size_impl(csr, n_entries, threads, [counts, t](std::int32_t id) {
+        const double c = static_cast<double>(counts[id]);
+        return c < t ? 1.0 : t / c;
+    });
+}
+
+}  // namespace fastcurate

@@ -1,0 +1,393 @@
+"""The `curate` pipeline end to end: row accounting, determinism, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fastcurate.balance import count_entries, entry_probs, p_to_t, expected_size
+from fastcurate.curate import curate
+from fastcurate.errors import FormatError, InputError, InputTypeError
+
+from test_curate_reference import ReferenceMatcher
+
+N_ENTRIES = 300
+ENTRIES = [f"w{k}" for k in range(N_ENTRIES)] + ["new york", "york"]
+
+
+def make_table(n: int, seed: int = 0) -> pa.Table:
+    """Captions built from Zipf-distributed entry words (so balancing bites), with punctuation,
+    filler words, and a few null/empty texts and null uids."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for i in range(n):
+        k = int(rng.integers(0, 5))
+        words = [f"w{(int(z) - 1) % N_ENTRIES}" for z in rng.zipf(1.4, size=k)]
+        words += ["filler"] * int(rng.integers(0, 3))
+        if rng.random() < 0.05:
+            words.append("new york,")
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    texts = [None if i % 97 == 5 else ("" if i % 101 == 7 else t) for i, t in enumerate(texts)]
+    uids = [None if i % 89 == 3 else f"{(i * 2654435761) % (1 << 64):032x}" for i in range(n)]
+    return pa.table({"uid": pa.array(uids, pa.string()), "TEXT": pa.array(texts, pa.string()),
+                     "n": pa.array(np.arange(n, dtype=np.int64))})
+
+
+def write_layout(table: pa.Table, d: Path, n_files: int, seed: int) -> Path:
+    """The same rows split into n_files shards in a shuffled order."""
+    d.mkdir(parents=True, exist_ok=True)
+    perm = np.random.default_rng(seed).permutation(len(table))
+    t = table.take(pa.array(perm))
+    cuts = np.linspace(0, len(t), n_files + 1).astype(int)
+    for j in range(n_files):
+        pq.write_table(t.slice(cuts[j], cuts[j + 1] - cuts[j]), d / f"shard_{j:03d}.parquet", row_group_size=700)
+    return d
+
+
+def read_out(out: Path) -> pa.Table:
+    parts = sorted(out.glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+def output_bytes(out: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def table() -> pa.Table:
+    return make_table(6000, seed=1)
+
+
+def test_counts_and_stats_add_up(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 4, seed=0)
+    out = tmp_path / "out"
+    stats = curate([src], out, metadata=ENTRIES, t=15, progress=False)
+    # rows in = rows kept + sum of the drop reasons
+    assert stats["rows_in"] == len(table)
+    assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
+    assert set(stats["rows_dropped"]) >= {"null text", "no match", "not sampled", "bad shard"}
+
+    # every stage recomputed independently with MetaCLIP's reference matcher
+    ref = ReferenceMatcher(ENTRIES)
+    texts = table.column("TEXT").to_pylist()
+    uids = table.column("uid").to_pylist()
+    null_text = sum(t is None for t in texts)
+    null_id = sum(t is not None and u is None for t, u in zip(texts, uids))
+    valid = [i for i in range(len(texts)) if texts[i] is not None and uids[i] is not None]
+    matches = {i: ref.match_one(texts[i]) for i in valid}
+    no_match = sum(1 for i in valid if not matches[i])
+    assert stats["rows_dropped"]["null text"] == null_text > 0
+    assert stats["rows_dropped"]["null id"] == null_id > 0
+    assert stats["rows_dropped"]["no match"] == no_match > 0
+    assert stats["rows_dropped"]["not sampled"] > 0
+    ref_counts = np.zeros(len(ENTRIES), np.uint64)
+    for ids in matches.values():
+        ref_counts[ids] += 1
+    assert np.array_equal(np.load(out / "entry_counts.npy"), ref_counts)
+
+    # the output: input columns + entry_ids, exactly the kept rows, each with its match set
+    res = read_out(out)
+    assert res.column_names == ["uid", "TEXT", "n", "entry_ids"]
+    assert len(res) == stats["rows_kept"]
+    n_col = res.column("n").to_pylist()
+    assert len(set(n_col)) == len(n_col)
+    for n_i, ids in zip(n_col, res.column("entry_ids").to_pylist()):
+        assert ids == matches[n_i]
+        assert ids  # every kept row had a match
+    kept_counts = np.zeros(len(ENTRIES), np.uint64)
+    for ids in res.column("entry_ids").to_pylist():
+        kept_counts[ids] += 1
+    assert np.array_equal(np.load(out / "entry_counts_curated.npy"), kept_counts)
+    # balancing flattened the head (the top entry lost over half its rows, though co-occurring
+    # tail entries keep many of them), and the tail kept all its rows
+    head = int(np.argmax(ref_counts))
+    assert kept_counts[head] < ref_counts[head] / 2
+    tail = (ref_counts > 0) & (ref_counts < 15)
+    assert (kept_counts[tail] >= 1).all()
+    assert json.loads((out / "metadata.json").read_text()) == ENTRIES
+    assert (out / "long_tail.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "stats.json").read_text()) == stats
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_subset_identical_across_layouts_orders_and_threads(tmp_path, table):
+    kept = []
+    counts = []
+    for n_files, seed, threads, batch in [(1, 0, 1, 131072), (5, 1, 2, 500), (13, 2, None, 977)]:
+        src = write_layout(table, tmp_path / f"in{n_files}", n_files, seed)
+        out = tmp_path / f"out{n_files}"
+        stats = curate([src], out, metadata=ENTRIES, t=10, seed=7, threads=threads, batch_size=batch, progress=False)
+        kept.append(sorted(read_out(out).column("uid").to_pylist()))
+        counts.append(np.load(out / "entry_counts_curated.npy"))
+        assert stats["rows_kept"] == len(kept[-1])
+    assert kept[0] == kept[1] == kept[2]
+    assert np.array_equal(counts[0], counts[1]) and np.array_equal(counts[0], counts[2])
+    # another seed: another subset of about the same size
+    out = tmp_path / "seed8"
+    curate([tmp_path / "in1"], out, metadata=ENTRIES, t=10, seed=8, progress=False)
+    other = sorted(read_out(out).column("uid").to_pylist())
+    assert other != kept[0]
+
+
+def test_p_and_target_size(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    s_p = curate([src], tmp_path / "p", metadata=ENTRIES, p=0.3, progress=False)
+    c = np.load(tmp_path / "p" / "entry_counts.npy")
+    assert s_p["t"] == p_to_t(c, 0.3) and s_p["threshold_from"] == "p"
+    s_n = curate([src], tmp_path / "n", metadata=ENTRIES, target_size=1500, progress=False)
+    assert s_n["expected_size"] == pytest.approx(1500, rel=1e-6)
+    sigma = np.sqrt(1500)
+    assert abs(s_n["rows_kept"] - 1500) < 4 * sigma
+    with pytest.raises(InputError, match="at most one"):
+        curate([src], tmp_path / "x", metadata=ENTRIES, t=5, p=0.1, progress=False)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pyarrow.parquet as pq
+    from fastcurate.curate import curate
+    src, out, mode, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    entries = [f"w{i}" for i in range(300)] + ["new york", "york"]
+    calls = {"n": 0}
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "write":  # die in the middle of writing an output shard (a temp file is open)
+        orig = pq.ParquetWriter.write_table
+        def write_table(self, *a, **kw):
+            calls["n"] += 1
+            if calls["n"] == k:
+                die()
+            return orig(self, *a, **kw)
+        pq.ParquetWriter.write_table = write_table
+    if mode == "final":  # die while writing the run-level outputs
+        import fastcurate.report_plots as rp
+        def boom(*a, **kw):
+            die()
+        rp.plot_long_tail = boom
+    def after(stage, i):
+        if mode == stage and i == k:
+            die()
+    curate([src], out, metadata=entries, t=12, seed=3, batch_size=400, progress=False, _after_shard=after)
+    print("finished")
+    """
+)
+
+
+@pytest.mark.parametrize("mode,k", [("count", 2), ("write", 3), ("select", 1), ("final", 0)])
+def test_killed_run_resumes_to_identical_outputs(tmp_path, table, mode, k):
+    src = write_layout(table, tmp_path / "in", 5, seed=4)
+    ref_out = tmp_path / "ref"
+    curate([src], ref_out, metadata=ENTRIES, t=12, seed=3, batch_size=400, progress=False)
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(script), str(src), str(out), mode, str(k)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stdout, p.stderr)
+    assert not (out / "stats.json").exists()
+    curate([src], out, metadata=ENTRIES, t=12, seed=3, batch_size=400, progress=False)
+    assert output_bytes(out) == output_bytes(ref_out)
+    assert not list(out.rglob("*.tmp"))
+    # running the finished command again changes nothing
+    curate([src], out, metadata=ENTRIES, t=12, seed=3, batch_size=400, progress=False)
+    assert output_bytes(out) == output_bytes(ref_out)
+
+
+@pytest.mark.parametrize("delay", [0.9, 1.3, 1.8])
+def test_cli_killed_at_a_random_moment_resumes_to_identical_outputs(tmp_path, table, delay):
+    """SIGKILL the CLI after a wall-clock delay (wherever it happens to be: imports, counting,
+    selecting, final writes or already done), then run the same command again."""
+    import time
+
+    src = write_layout(table, tmp_path / "in", 6, seed=5)
+    meta = tmp_path / "meta.txt"
+    meta.write_text("\n".join(ENTRIES) + "\n")
+    args = [str(src), "--metadata", str(meta), "--t", "9", "--seed", "11", "--batch-size", "300", "--no-progress"]
+    ref = tmp_path / "ref"
+    from fastcurate.curate_cli import main
+
+    assert main(["curate", *args, "--out", str(ref)]) == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fastcurate.curate_cli", "curate", *args, "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) in (-signal.SIGKILL, 0)  # killed, or finished first: never crashed
+    assert main(["curate", *args, "--out", str(out)]) == 0
+    assert output_bytes(out) == output_bytes(ref)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_different_run_in_same_out_is_refused(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 2, seed=0)
+    out = tmp_path / "out"
+    curate([src], out, metadata=ENTRIES, t=12, progress=False)
+    with pytest.raises(InputError, match="different inputs or options"):
+        curate([src], out, metadata=ENTRIES, t=13, progress=False)
+    s = curate([src], out, metadata=ENTRIES, t=13, progress=False, overwrite=True)
+    assert s["t"] == 13
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a fastcurate"):
+        curate([src], tmp_path / "other", metadata=ENTRIES, progress=False)
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _corrupt_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid - 2000: mid + 2000] = os.urandom(4000)
+    path.write_bytes(bytes(data))
+
+
+def test_bad_shards_raise_or_are_skipped_and_recorded(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 4, seed=0)
+    files = sorted(src.glob("*.parquet"))
+    truncated, corrupted = files[1], files[2]
+    rows_corrupted = pq.ParquetFile(corrupted).metadata.num_rows
+    _truncate(truncated, 0.6)
+    _corrupt_middle(corrupted)
+    with pytest.raises(FormatError, match=str(truncated.name)):
+        curate([src], tmp_path / "o1", metadata=ENTRIES, progress=False)
+    stats = curate([src], tmp_path / "o2", metadata=ENTRIES, t=12, on_error="skip", progress=False)
+    bad = {Path(b["file"]).name: b for b in stats["bad_shards"]}
+    assert set(bad) == {truncated.name, corrupted.name}
+    assert bad[truncated.name]["rows"] == 0  # footer gone: row count unknown
+    assert bad[corrupted.name]["rows"] == rows_corrupted
+    assert stats["rows_dropped"]["bad shard"] == rows_corrupted
+    assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
+    assert stats["shards_out"] == 2 and len(stats["outputs"]) == 2
+
+
+def test_bad_columns_and_empty_input(tmp_path, table):
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(table.rename_columns(["uid", "caption_text", "n"]), d / "a.parquet")
+    with pytest.raises(InputError, match=r"a\.parquet.*no text column 'TEXT'.*\['uid', 'caption_text', 'n'\]"):
+        curate([d], tmp_path / "o1", metadata=ENTRIES, text_column="TEXT", progress=False)
+    with pytest.raises(InputError, match=r"none of the usual text columns.*caption_text"):
+        curate([d], tmp_path / "o2", metadata=ENTRIES, progress=False)
+    s = curate([d], tmp_path / "o3", metadata=ENTRIES, text_column="caption_text", progress=False)
+    assert s["text_column"] == "caption_text" and s["id_column"] == "uid"
+
+    e = tmp_path / "ints"
+    e.mkdir()
+    pq.write_table(pa.table({"uid": ["a", "b"], "TEXT": [1, 2]}), e / "b.parquet")
+    with pytest.raises(InputTypeError, match=r"b\.parquet.*'TEXT' has type int64, not string"):
+        curate([e], tmp_path / "o4", metadata=ENTRIES, progress=False)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no \\*.parquet files"):
+        curate([empty], tmp_path / "o5", metadata=ENTRIES, progress=False)
+    pq.write_table(table.slice(0, 0), empty / "zero.parquet")
+    with pytest.raises(InputError, match="no rows"):
+        curate([empty], tmp_path / "o6", metadata=ENTRIES, progress=False)
+    with pytest.raises(InputError, match="no such file"):
+        curate([tmp_path / "missing.parquet"], tmp_path / "o7", metadata=ENTRIES, progress=False)
+    # a shard that misses the column among good ones: named, and skippable
+    mixed = tmp_path / "mixed"
+    write_layout(table, mixed, 2, seed=0)
+    pq.write_table(pa.table({"uid": ["x"], "other": ["y"]}), mixed / "z_bad.parquet")
+    with pytest.raises(InputError, match=r"z_bad\.parquet.*\['uid', 'other'\]"):
+        curate([mixed], tmp_path / "o8", metadata=ENTRIES, progress=False)
+    s = curate([mixed], tmp_path / "o9", metadata=ENTRIES, on_error="skip", progress=False)
+    assert s["rows_dropped"]["bad shard"] == 1 and s["rows_in"] == len(table) + 1
+
+
+def test_output_inside_input_dir_is_not_read_back(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 2, seed=0)
+    s1 = curate([src], src / "curated", metadata=ENTRIES, t=12, progress=False)
+    s2 = curate([src], src / "curated", metadata=ENTRIES, t=12, progress=False)  # finished run: same stats
+    assert s1 == s2 and s1["shards_in"] == 2
+
+
+def test_integer_ids_and_globs(tmp_path, table):
+    t = table.drop_columns(["uid"]).append_column("key", pa.array(np.arange(len(table), dtype=np.int64)))
+    d = tmp_path / "in"
+    write_layout(t, d, 3, seed=0)
+    s = curate([str(d / "shard_*.parquet")], tmp_path / "o", metadata=ENTRIES, t=12, progress=False)
+    assert s["id_column"] == "key" and s["shards_in"] == 3
+    assert s["rows_dropped"]["null id"] == 0
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+LAION = SHARED / "captions" / "laion_10k.parquet"
+CC3M = SHARED / "captions" / "cc3m_val.tsv"
+
+
+@pytest.mark.skipif(not LAION.exists(), reason=f"real data not found at {LAION} (needs ../shared beside the checkout)")
+def test_real_laion_end_to_end_cli(tmp_path, capsys):
+    from fastcurate.curate_cli import main
+    from fastcurate.metadata import load_metadata
+
+    out = tmp_path / "laion"
+    assert main(["curate", str(LAION), "--out", str(out), "--t", "20", "--no-progress"]) == 0
+    summary = capsys.readouterr().out
+    assert "curated 10,000 rows" in summary
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 10000 == stats["rows_kept"] + sum(stats["rows_dropped"].values())
+    assert stats["text_column"] == "TEXT" and stats["id_column"] == "URL"
+    # counts equal MetaCLIP's reference matcher over the default metadata
+    entries = load_metadata()
+    texts = pq.read_table(LAION, columns=["TEXT"]).column("TEXT").to_pylist()
+    r = ReferenceMatcher(entries).match(texts)
+    assert np.array_equal(np.load(out / "entry_counts.npy"), count_entries(r, len(entries)))
+    assert stats["expected_size"] == pytest.approx(expected_size(r, count_entries(r, len(entries)), 20.0), rel=1e-9)
+    res = read_out(out)
+    in_cols = pq.ParquetFile(LAION).schema_arrow.names  # URL, TEXT and the pandas index column
+    assert len(res) == stats["rows_kept"] and res.column_names == in_cols + ["entry_ids"]
+    # default metadata and default t (20000 keeps every matched caption of a small pool)
+    out2 = tmp_path / "laion_default"
+    assert main(["curate", str(LAION), "--out", str(out2), "--no-progress"]) == 0
+    s2 = json.loads((out2 / "stats.json").read_text())
+    assert s2["rows_dropped"]["not sampled"] == 0 and s2["rows_kept"] == 10000 - s2["rows_dropped"]["no match"]
+
+
+@pytest.mark.skipif(not CC3M.exists(), reason=f"real data not found at {CC3M} (needs ../shared beside the checkout)")
+def test_real_cc3m_end_to_end(tmp_path):
+    import pyarrow.csv as pacsv
+
+    tbl = pacsv.read_csv(CC3M, read_options=pacsv.ReadOptions(column_names=["caption", "url"]),
+                         parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False))
+    tbl = tbl.append_column("key", pa.array(np.arange(len(tbl), dtype=np.int64)))
+    d = tmp_path / "cc3m"
+    write_layout(tbl, d, 3, seed=0)
+    stats = curate([d], tmp_path / "out", p=0.2, progress=False)  # img2dataset-style columns, default metadata
+    assert stats["text_column"] == "caption" and stats["id_column"] == "key"
+    assert stats["rows_in"] == len(tbl) == stats["rows_kept"] + sum(stats["rows_dropped"].values())
+    assert 0 < stats["rows_kept"] < stats["rows_in"]
+    c = np.load(tmp_path / "out" / "entry_counts.npy")
+    assert stats["t"] == p_to_t(c, 0.2)
+    probs = entry_probs(c, stats["t"])
+    assert abs(stats["rows_kept"] - stats["expected_size"]) < 4 * np.sqrt(stats["expected_size"])
+    assert probs.min() < 1.0
+
+
+def test_metadata_build_cli(tmp_path, capsys):
+    from fastcurate.curate_cli import main
+
+    uni = tmp_path / "uni.txt"
+    uni.write_text("zebra 500\ncat 50\n")
+    out = tmp_path / "m.json"
+    assert main(["metadata", "build", "--no-wordnet", "--unigram-counts", str(uni), "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == [str(i) for i in range(100)] + ["zebra"]
+    assert "wrote 101 entries" in capsys.readouterr().out
+    assert main(["metadata", "build", "--wordnet", str(tmp_path), "--out", str(out)]) == 2
+    assert "wordnet-base" in capsys.readouterr().err
