@@ -80,9 +80,9 @@ def _run_match(args: argparse.Namespace) -> int:
     print(f"rows: {rows:,}; rows with a match: {matched_rows:,} ({matched_rows / max(rows, 1):.1%}); matches: {pairs:,}")
     print(f"match time: {t_match:.3f}s ({rows / max(t_match, 1e-9):,.0f} rows/s)")
     if args.out:
-        from ._io import write_table_atomic
+        from .shards import atomic_write_table
 
-        write_table_atomic(pa.concat_tables(tables), Path(args.out))
+        atomic_write_table(pa.concat_tables(tables), Path(args.out))
         print(f"wrote {args.out}")
     return 0
 

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from . import _core
-from ._io import write_bytes_atomic
 from ._texts import to_columns
 from .errors import FormatError, InputError, InputTypeError
 from .metadata import load_metadata
+from .shards import atomic_write_bytes
 
 __all__ = ["Matcher", "MatchResult", "SpanResult", "MatcherWarning"]
 
@@ -207,7 +207,7 @@ class Matcher:
 
     def save(self, path: PathLike) -> None:
         """Writes the built matcher to ``path`` atomically (a temporary file, then a rename)."""
-        write_bytes_atomic(memoryview(self._m.to_bytes()), path)
+        atomic_write_bytes(path, memoryview(self._m.to_bytes()))
 
     @classmethod
     def load(cls, path: PathLike) -> "Matcher":

@@ -6,11 +6,14 @@ import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, Sequence, Union
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from .errors import InputError
 
-__all__ = ["discover_inputs", "atomic_write_bytes", "atomic_path"]
+__all__ = ["discover_inputs", "atomic_write_bytes", "atomic_write_table", "atomic_path"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -55,7 +58,7 @@ def atomic_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: PathLike, data: Union[bytes, memoryview]) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one:
     write a temp file beside it, fsync, then os.replace."""
     path = Path(path)
@@ -64,6 +67,22 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_table(table: "pa.Table", path: PathLike, **kwargs: Any) -> None:
+    """Write a Parquet file atomically (temp file beside it, fsync, os.replace)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
