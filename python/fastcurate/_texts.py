@@ -21,21 +21,28 @@ TextsLike = Union[Sequence[str], "pa.Array", "pa.ChunkedArray", "np.ndarray"]
 _STRING_TYPES = (pa.string(), pa.large_string())
 
 
+def _as_string_array(arr: pa.Array) -> pa.Array:
+    """The array as string / large_string, without copying the bytes where the layout allows."""
+    t = arr.type
+    if t in _STRING_TYPES:
+        return arr
+    if pa.types.is_binary(t):
+        return arr.view(pa.string())  # same layout; bytes are matched as they are (invalid UTF-8 too)
+    if pa.types.is_large_binary(t):
+        return arr.view(pa.large_string())
+    if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
+        return arr.cast(pa.string())  # views have no contiguous offsets buffer: one conversion
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.string())
+    if pa.types.is_dictionary(t) and t.value_type in _STRING_TYPES:
+        return arr.dictionary_decode()
+    raise InputTypeError(
+        f"texts is an Arrow array of type {t}, expected string or large_string; cast it with arr.cast(pyarrow.string())"
+    )
+
+
 def _chunk_spec(arr: pa.Array) -> ArrowChunkSpec:
-    if arr.type not in _STRING_TYPES:
-        if pa.types.is_string_view(arr.type) or pa.types.is_large_binary(arr.type) or pa.types.is_binary(arr.type):
-            # string_view has no contiguous offsets buffer; binary is matched as bytes. Both convert once.
-            target = pa.large_string() if pa.types.is_large_binary(arr.type) else pa.string()
-            arr = arr.view(target) if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type) else arr.cast(target)
-        elif pa.types.is_null(arr.type):
-            arr = pa.nulls(len(arr), pa.string())
-        elif pa.types.is_dictionary(arr.type) and arr.type.value_type in _STRING_TYPES:
-            arr = arr.dictionary_decode()
-        else:
-            raise InputTypeError(
-                f"texts is an Arrow array of type {arr.type}, expected string or large_string; "
-                "cast it with arr.cast(pyarrow.string())"
-            )
+    arr = _as_string_array(arr)
     validity, offsets, data = arr.buffers()[:3]
     if arr.null_count == 0:
         validity = None  # an all-valid array may still carry a bitmap; skip the per-row test
