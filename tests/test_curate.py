@@ -275,6 +275,32 @@ def test_bad_shards_raise_or_are_skipped_and_recorded(tmp_path, table):
     assert stats["shards_out"] == 2 and len(stats["outputs"]) == 2
 
 
+def test_damage_in_a_column_only_the_select_pass_reads(tmp_path, table):
+    """The counting pass reads only text + id; a damaged other column surfaces in the select pass."""
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    victim = sorted(src.glob("*.parquet"))[1]
+    t = pq.read_table(victim)
+    blob = pa.array([os.urandom(64) for _ in range(len(t))], pa.binary())
+    pq.write_table(t.append_column("blob", blob), victim, compression="zstd", use_dictionary=False,
+                   row_group_size=len(t))
+    md = pq.ParquetFile(victim).metadata.row_group(0)
+    col = next(md.column(j) for j in range(md.num_columns) if md.column(j).path_in_schema == "blob")
+    data = bytearray(victim.read_bytes())
+    mid = col.data_page_offset + col.total_compressed_size // 2
+    data[mid:mid + 256] = bytes(256)
+    victim.write_bytes(bytes(data))
+    rows_victim = len(t)
+    with pytest.raises(FormatError, match=victim.name + ".*select pass"):
+        curate([src], tmp_path / "o1", metadata=ENTRIES, t=12, progress=False)
+    out = tmp_path / "o2"
+    s = curate([src], out, metadata=ENTRIES, t=12, on_error="skip", progress=False)
+    assert [b["stage"] for b in s["bad_shards"]] == ["select"]
+    assert s["rows_dropped"]["bad shard"] == rows_victim
+    assert s["rows_in"] == s["rows_kept"] + sum(s["rows_dropped"].values())
+    assert len(read_out(out)) == s["rows_kept"] and s["shards_out"] == 2
+    assert curate([src], out, metadata=ENTRIES, t=12, on_error="skip", progress=False) == s
+
+
 def test_bad_columns_and_empty_input(tmp_path, table):
     d = tmp_path / "in"
     d.mkdir()
