@@ -250,9 +250,15 @@ def _truncate(path: Path, keep: float) -> None:
 
 
 def _corrupt_middle(path: Path) -> None:
+    """Garbage over the TEXT column's page header in the second row group: the footer stays
+    readable (so the row count is known) and reading fails half-way, deterministically."""
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups >= 2
+    rg = md.row_group(1)
+    col = next(rg.column(j) for j in range(rg.num_columns) if rg.column(j).path_in_schema == "TEXT")
+    start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
     data = bytearray(path.read_bytes())
-    mid = len(data) // 2
-    data[mid - 2000: mid + 2000] = os.urandom(4000)
+    data[start:start + 24] = b"\xff" * 24
     path.write_bytes(bytes(data))
 
 
@@ -270,6 +276,7 @@ def test_bad_shards_raise_or_are_skipped_and_recorded(tmp_path, table):
     assert set(bad) == {truncated.name, corrupted.name}
     assert bad[truncated.name]["rows"] == 0  # footer gone: row count unknown
     assert bad[corrupted.name]["rows"] == rows_corrupted
+    assert bad[truncated.name]["stage"] == bad[corrupted.name]["stage"] == "count"
     assert stats["rows_dropped"]["bad shard"] == rows_corrupted
     assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
     assert stats["shards_out"] == 2 and len(stats["outputs"]) == 2

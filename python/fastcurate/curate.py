@@ -442,7 +442,10 @@ def curate(
             ``uid, key, URL, url``. Ids may be strings or integers; rows sharing an id share a draw.
         threads: matcher and balancing threads (None: all cores).
         on_error: ``"raise"`` or ``"skip"``: a bad shard (unreadable, truncated, missing column,
-            non-string text) is then skipped and recorded in ``stats["bad_shards"]``.
+            non-string text) is then skipped and recorded in ``stats["bad_shards"]`` with its row
+            count (0 when even the footer is gone). A shard damaged only in columns the counting
+            pass does not read fails in the select pass (``"stage": "select"``): its matches stay
+            in the entry counts, its rows are dropped as ``bad shard``.
         overwrite: discard an unfinished or finished run of different inputs/config in ``out``.
             Without it, a run over the same inputs and config resumes; a different one raises.
         matcher: an object with ``match(texts, threads=...)`` returning a CSR match result (default:
