@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml CMakeLists.txt $(shell find cpp python -type 
 setup: system $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/fastcurate match $(SHARED)/captions/laion_10k.parquet
+	$(VENV)/bin/fastcurate curate $(SHARED)/captions/laion_10k.parquet --out out/demo --t 100
 
 test: setup test-python test-cpp stubs
 

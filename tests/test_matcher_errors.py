@@ -123,9 +123,9 @@ def test_entries_from_files(tmp_path):
         assert fc.Matcher(p).entries == ["cat", "new york"]
     bad = tmp_path / "bad.json"
     bad.write_text('["cat", 3]')
-    with pytest.raises(fc.InputTypeError, match="item 1"):
+    with pytest.raises(fc.FormatError, match="entry 1 is int"):
         fc.Matcher(bad)
-    with pytest.raises(fc.InputError, match="cannot read"):
+    with pytest.raises(fc.InputError, match="not found"):
         fc.Matcher(tmp_path / "missing.txt")
 
 

@@ -7,7 +7,21 @@ See the README for a tour and DESIGN.md for the semantics each stage reproduces.
 from __future__ import annotations
 
 from .errors import FastcurateError, FormatError, InputError, InputTypeError, ModelError
-from .matcher import Matcher, MatcherWarning, MatchResult, SpanResult, read_entries
+from .balance import (
+    balance,
+    count_entries,
+    entry_probs,
+    expected_size,
+    hash_keys,
+    keep_probabilities,
+    p_to_t,
+    t_for_target_size,
+    t_to_p,
+    uniform_draws,
+)
+from .curate import curate
+from .matcher import Matcher, MatcherWarning, MatchResult, SpanResult
+from .metadata import build_metadata, load_metadata, save_metadata
 
 __version__ = "0.1.0"
 
@@ -21,6 +35,19 @@ __all__ = [
     "MatcherWarning",
     "MatchResult",
     "SpanResult",
-    "read_entries",
+    "build_metadata",
+    "load_metadata",
+    "save_metadata",
+    "count_entries",
+    "t_to_p",
+    "p_to_t",
+    "entry_probs",
+    "balance",
+    "keep_probabilities",
+    "expected_size",
+    "t_for_target_size",
+    "hash_keys",
+    "uniform_draws",
+    "curate",
     "__version__",
 ]

@@ -28,7 +28,7 @@ def _add_match(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument(
         "--metadata",
         default=None,
-        help="metadata.json (JSON list) or a text file, one entry per line (default: WordNet 3.0 synsets)",
+        help="metadata.json (JSON list) or a text file, one entry per line (default: the shipped WordNet 3.0 metadata)",
     )
     p.add_argument("--text-column", default=None, help="text column (default: TEXT, text, caption, ...)")
     p.add_argument("--mode", choices=["metaclip", "substring"], default="metaclip")
@@ -48,12 +48,9 @@ def _run_match(args: argparse.Namespace) -> int:
     from .matcher import Matcher
 
     t0 = time.perf_counter()
-    if args.metadata is None:
-        from .metadata import wordnet_entries
+    from .metadata import load_metadata
 
-        entries = wordnet_entries()
-    else:
-        entries = args.metadata
+    entries = load_metadata(args.metadata)  # None: the shipped WordNet 3.0 default
     m = Matcher(entries, mode=args.mode, case_sensitive=not args.ignore_case)
     t_build = time.perf_counter() - t0
     tables = []
@@ -96,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastcurate", description="Fast, exact curation of image-text pools.")
     parser.add_argument("--version", action="version", version=f"fastcurate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import curate_cli
+
+    curate_cli.add_subcommands(sub)
     _add_match(sub)
     return parser
 

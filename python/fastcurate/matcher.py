@@ -7,7 +7,6 @@ DESIGN.md, "Matching semantics", and :mod:`fastcurate.reference` for the naive d
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import warnings
@@ -21,6 +20,7 @@ from . import _core
 from ._io import write_bytes_atomic
 from ._texts import to_columns
 from .errors import FormatError, InputError, InputTypeError
+from .metadata import load_metadata
 
 __all__ = ["Matcher", "MatchResult", "SpanResult", "MatcherWarning"]
 
@@ -95,38 +95,9 @@ class SpanResult:
         return f"SpanResult(texts={len(self)}, occurrences={len(self.ids)})"
 
 
-def read_entries(path: PathLike) -> List[str]:
-    """Reads metadata entries from MetaCLIP's ``metadata.json`` (a JSON list of strings) or from a
-    plain text file with one entry per line (the newline is stripped, nothing else)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read metadata file {p}: {e.strerror}") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"metadata file {p} is not UTF-8 (byte {e.start}); re-encode it as UTF-8") from e
-    if p.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        try:
-            entries = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"metadata file {p} is not valid JSON: {e}") from e
-        if not isinstance(entries, list):
-            raise InputError(f"metadata file {p} must hold a JSON list of strings, found a {type(entries).__name__}")
-        for i, e in enumerate(entries):
-            if not isinstance(e, str):
-                raise InputTypeError(f"metadata file {p}: item {i} is a {type(e).__name__}, expected a string")
-        return entries
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the file's final newline ends the last entry; it does not start an empty one
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
 def _entries_list(entries: Any) -> List[str]:
     if isinstance(entries, (str, os.PathLike)):
-        return read_entries(entries)
+        return load_metadata(entries)
     if isinstance(entries, (pa.Array, pa.ChunkedArray)):
         if entries.null_count:
             raise InputError(f"entries has {entries.null_count} null value(s); drop them with pyarrow.compute.drop_null")

@@ -38,7 +38,8 @@ struct HugePageAllocator {
       return static_cast<T*>(p);
     }
 #endif
-    void* p = std::malloc(bytes == 0 ? 1 : bytes);
+    // Cache-line aligned, so that a 64-byte block of a table is one line.
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0 ? 64 : 0));
     if (p == nullptr) throw std::bad_alloc();
     return static_cast<T*>(p);
   }
