@@ -250,9 +250,15 @@ def _truncate(path: Path, keep: float) -> None:
 
 
 def _corrupt_middle(path: Path) -> None:
+    """Garbage over the TEXT column's page header in the second row group: the footer stays
+    readable (so the row count is known) and reading fails half-way, deterministically."""
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups >= 2
+    rg = md.row_group(1)
+    col = next(rg.column(j) for j in range(rg.num_columns) if rg.column(j).path_in_schema == "TEXT")
+    start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
     data = bytearray(path.read_bytes())
-    mid = len(data) // 2
-    data[mid - 2000: mid + 2000] = os.urandom(4000)
+    data[start:start + 24] = b"\xff" * 24
     path.write_bytes(bytes(data))
 
 
@@ -270,9 +276,36 @@ def test_bad_shards_raise_or_are_skipped_and_recorded(tmp_path, table):
     assert set(bad) == {truncated.name, corrupted.name}
     assert bad[truncated.name]["rows"] == 0  # footer gone: row count unknown
     assert bad[corrupted.name]["rows"] == rows_corrupted
+    assert bad[truncated.name]["stage"] == bad[corrupted.name]["stage"] == "count"
     assert stats["rows_dropped"]["bad shard"] == rows_corrupted
     assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
     assert stats["shards_out"] == 2 and len(stats["outputs"]) == 2
+
+
+def test_damage_in_a_column_only_the_select_pass_reads(tmp_path, table):
+    """The counting pass reads only text + id; a damaged other column surfaces in the select pass."""
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    victim = sorted(src.glob("*.parquet"))[1]
+    t = pq.read_table(victim)
+    blob = pa.array([os.urandom(64) for _ in range(len(t))], pa.binary())  # only the page header is damaged
+    pq.write_table(t.append_column("blob", blob), victim, compression="zstd", use_dictionary=False,
+                   row_group_size=len(t))
+    md = pq.ParquetFile(victim).metadata.row_group(0)
+    col = next(md.column(j) for j in range(md.num_columns) if md.column(j).path_in_schema == "blob")
+    data = bytearray(victim.read_bytes())
+    start = col.data_page_offset  # the page header: garbage there fails to parse, every time
+    data[start:start + 24] = b"\xff" * 24
+    victim.write_bytes(bytes(data))
+    rows_victim = len(t)
+    with pytest.raises(FormatError, match=victim.name + ".*select pass"):
+        curate([src], tmp_path / "o1", metadata=ENTRIES, t=12, progress=False)
+    out = tmp_path / "o2"
+    s = curate([src], out, metadata=ENTRIES, t=12, on_error="skip", progress=False)
+    assert [b["stage"] for b in s["bad_shards"]] == ["select"]
+    assert s["rows_dropped"]["bad shard"] == rows_victim
+    assert s["rows_in"] == s["rows_kept"] + sum(s["rows_dropped"].values())
+    assert len(read_out(out)) == s["rows_kept"] and s["shards_out"] == 2
+    assert curate([src], out, metadata=ENTRIES, t=12, on_error="skip", progress=False) == s
 
 
 def test_bad_columns_and_empty_input(tmp_path, table):

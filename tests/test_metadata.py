@@ -133,6 +133,13 @@ def test_save_load_roundtrip(tmp_path, name):
     assert list(tmp_path.glob(".*tmp")) == []
 
 
+def test_plain_text_crlf_and_empty(tmp_path):
+    (tmp_path / "crlf.txt").write_bytes(b"cat\r\nhot dog\r\n")
+    assert load_metadata(tmp_path / "crlf.txt") == ["cat", "hot dog"]
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert load_metadata(tmp_path / "empty.txt") == []
+
+
 def test_metadata_json_is_metaclip_format(tmp_path):
     p = save_metadata(["a", "b c"], tmp_path / "metadata.json")
     assert json.loads(p.read_text()) == ["a", "b c"]

@@ -281,10 +281,13 @@ def t_for_target_size(
     threads: Optional[int] = None,
     rel_tol: float = 1e-9,
 ) -> float:
-    """The threshold ``t`` whose :func:`expected_size` equals ``target`` (bisection; size grows with t).
+    """The threshold ``t`` whose :func:`expected_size` equals ``target``.
 
-    Returns the smallest ``t`` (to ``rel_tol``) with ``expected_size >= target``. Raises when the
-    target exceeds the number of texts with at least one match (the most balancing can keep).
+    ``expected_size`` is continuous and non-decreasing in ``t``, so a bracketing root finder is
+    safe; the Illinois variant of regula falsi needs ~10 evaluations where bisection needs ~50, and
+    each evaluation is a pass over every stored match result. Stops when the expected size is within
+    ``rel_tol * target`` of the target (or the bracket has collapsed). Raises when the target
+    exceeds the number of texts with at least one match (the most balancing can keep).
     """
     counts = _counts(counts)
     results = _results(r)
@@ -292,23 +295,35 @@ def t_for_target_size(
     if not (target > 0) or math.isinf(target):
         raise InputError(f"target size must be a positive number, got {target!r}")
     hi = float(counts.max()) + 1.0 if len(counts) else 1.0  # every p_e == 1 from here on
-    max_size = expected_size(results, counts, hi, threads)
-    if target > max_size + 1e-9:
+    f_hi = expected_size(results, counts, hi, threads) - target
+    if f_hi < -1e-9 * target:
         raise InputError(
-            f"target size {target:g} exceeds the {max_size:.0f} texts that match at least one entry; "
+            f"target size {target:g} exceeds the {f_hi + target:.0f} texts that match at least one entry; "
             "no threshold keeps more"
         )
-    lo = 0.0
-    # Bisection on t: expected_size is continuous and non-decreasing in t. ~60 halvings reach
-    # double precision; each evaluates the kernel over the stored match results.
+    lo, f_lo = 0.0, -target  # expected_size(0) = 0
+    tol = rel_tol * target
+    side = 0
+    t = hi
     for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid <= 0:
-            break
-        if expected_size(results, counts, mid, threads) >= target:
-            hi = mid
+        if f_hi <= tol and f_hi >= -tol:
+            return hi
+        if hi - lo <= 1e-15 * hi:
+            return hi
+        t = hi - f_hi * (hi - lo) / (f_hi - f_lo)  # secant through the bracket ends
+        if not (lo < t < hi):
+            t = 0.5 * (lo + hi)
+        f = expected_size(results, counts, t, threads) - target
+        if abs(f) <= tol:
+            return t
+        if f > 0:
+            hi, f_hi = t, f
+            if side == 1:
+                f_lo *= 0.5  # Illinois: halve the stale end so the bracket shrinks from both sides
+            side = 1
         else:
-            lo = mid
-        if hi - lo <= rel_tol * hi:
-            break
-    return hi
+            lo, f_lo = t, f
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
+    return t

@@ -376,6 +376,12 @@ def _select_shard(
             raise FormatError(f"{path}: has {row} rows now but {len(keep)} in the counting pass; "
                               "the input changed during the run: start again with a fresh --out")
         os.replace(tmp, final)
+    except (pa.ArrowException, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, FastcurateError):
+            raise
+        raise FormatError(f"{path}: unreadable Parquet data after {row} rows in the select pass ({e}); "
+                          "re-download it or pass --on-error skip") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -436,7 +442,10 @@ def curate(
             ``uid, key, URL, url``. Ids may be strings or integers; rows sharing an id share a draw.
         threads: matcher and balancing threads (None: all cores).
         on_error: ``"raise"`` or ``"skip"``: a bad shard (unreadable, truncated, missing column,
-            non-string text) is then skipped and recorded in ``stats["bad_shards"]``.
+            non-string text) is then skipped and recorded in ``stats["bad_shards"]`` with its row
+            count (0 when even the footer is gone). A shard damaged only in columns the counting
+            pass does not read fails in the select pass (``"stage": "select"``): its matches stay
+            in the entry counts, its rows are dropped as ``bad shard``.
         overwrite: discard an unfinished or finished run of different inputs/config in ``out``.
             Without it, a run over the same inputs and config resumes; a different one raises.
         matcher: an object with ``match(texts, threads=...)`` returning a CSR match result (default:
@@ -567,19 +576,35 @@ def curate(
         for i in good:
             o, ids, kh = _load_shard_csr(_shard_dir(out, i), mmap=False)
             keep = _balance((o, ids), probs, None, seed=int(seed), threads=threads, key_hashes=kh)
+            final = out / f"part-{i:05d}.parquet"
+            select_bad = _shard_dir(out, i) / "select_failed.json"
+            if not final.exists() and not select_bad.exists():
+                try:
+                    _select_shard(files[i], i, out, cols, keep, o, ids, batch_size, bar)
+                except FastcurateError as e:
+                    # Damage in a column the counting pass did not read (it reads only the text and
+                    # id columns). The shard's matches are already in the counts, which must not
+                    # change (finished shards depend on them), so the shard is only left unwritten.
+                    if on_error == "raise":
+                        raise
+                    print(f"fastcurate: skipping bad shard: {e}", file=sys.stderr)
+                    _write_json(select_bad, {"error": str(e)})
+                if _after_shard is not None:
+                    _after_shard("select", i)
+            else:
+                bar.update(int(infos[i]["rows"]))  # finished before an interruption
+            if select_bad.exists():
+                err = _read_json(select_bad)["error"]
+                infos[i] = dict(infos[i], bad=True, error=err, stage="select")
+                del o, ids, kh, keep
+                continue
             k_o, k_ids = _kept_csr(o, ids, keep)
             count_entries((k_o, k_ids), n_entries, out=counts_after)
             n_kept = int(keep.sum())
             kept_total += n_kept
             per_shard_kept[i] = n_kept
-            final = out / f"part-{i:05d}.parquet"
-            if final.exists():
-                bar.update(int(infos[i]["rows"]))  # finished before an interruption
-            else:
-                _select_shard(files[i], i, out, cols, keep, o, ids, batch_size, bar)
-                if _after_shard is not None:
-                    _after_shard("select", i)
             del o, ids, kh, keep, k_o, k_ids
+    written = [i for i in good if not infos[i]["bad"]]
 
     dropped = {r: 0 for r in REASONS}
     for i, x in enumerate(infos):
@@ -612,9 +637,12 @@ def curate(
         "text_column": cols.text,
         "id_column": cols.key,
         "shards_in": len(files),
-        "shards_out": len(good),
-        "bad_shards": [{"file": x["file"], "rows": x["rows"], "error": x["error"]} for x in infos if x["bad"]],
-        "outputs": [f"part-{i:05d}.parquet" for i in good],
+        "shards_out": len(written),
+        # stage "count": unreadable before counting, its rows are in no count; stage "select": failed
+        # while writing, its matches are in entry_counts.npy but none of its rows is in the output.
+        "bad_shards": [{"file": x["file"], "rows": x["rows"], "error": x["error"], "stage": x.get("stage", "count")}
+                       for x in infos if x["bad"]],
+        "outputs": [f"part-{i:05d}.parquet" for i in written],
         "plot": "long_tail.png" if plot else None,
     }
     # Shared outputs last, each atomic; stats.json goes last of all and marks the run complete.

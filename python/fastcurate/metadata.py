@@ -386,4 +386,5 @@ def load_metadata(path: Optional[PathLike] = None) -> List[str]:
         return entries
     if text.endswith("\n"):
         text = text[:-1]
-    return text.split("\n") if text else []
+    # CRLF files (written on Windows): the CR belongs to the line break, not to the entry.
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")] if text else []
