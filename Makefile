@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml CMakeLists.txt $(shell find cpp python -type 
 setup: system $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/fastcurate curate $(SHARED)/captions/laion_10k.parquet --out out/demo --t 100
+	$(VENV)/bin/fastcurate curate $(SHARED)/captions/laion_10k.parquet --out out/demo --target-size 3000 --overwrite
 
 test: setup test-python test-cpp stubs
 
@@ -36,7 +36,7 @@ test-cpp:
 
 # The stubs in python/fastcurate/_core.pyi must match the compiled module.
 stubs:
-	cd /tmp && $(abspath $(PY)) -m mypy.stubtest fastcurate._core --ignore-missing-stub --allowlist $(abspath tests/stubtest_allowlist.txt)
+	cd /tmp && $(abspath $(PY)) -m mypy.stubtest fastcurate._core --allowlist $(abspath tests/stubtest_allowlist.txt)
 
 bench: setup
 	$(PIP) install -q ".[bench]"

@@ -15,10 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "fastcurate/balance.hpp"
 #include "fastcurate/common.hpp"
 #include "fastcurate/matcher.hpp"
 #include "fastcurate/simd.hpp"
-#include "balance_bindings.inc"  // issue 3: count/balance kernels (bind_balance)
 
 namespace py = pybind11;
 using namespace fastcurate;
@@ -307,6 +307,220 @@ Thread safety: immutable after construction; match() may run from many threads a
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Counting and balancing kernels (fastcurate/balance.hpp). Every function checks dtype, ndim and
+// contiguity and says how to fix a bad array instead of copying or casting; the GIL is released
+// for the work.
+namespace fc_balance_bind {
+namespace py = pybind11;
+
+// Expected numpy kind / itemsize for a C++ element type.
+template <typename T> struct dt;
+template <> struct dt<std::int64_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int64"; };
+template <> struct dt<std::int32_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int32"; };
+template <> struct dt<std::uint64_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint64"; };
+template <> struct dt<std::uint8_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint8"; };
+template <> struct dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
+
+// Returns a typed view of `a` after checking it is a 1-D, C-contiguous, native-endian array of T.
+template <typename T>
+const T* checked(const py::array& a, const char* what, bool writable = false) {
+    const std::string w = what;
+    if (a.ndim() != 1)
+        throw fastcurate::InputError(w + " must be 1-D, got ndim=" + std::to_string(a.ndim()) + "; pass a flat array");
+    const auto d = a.dtype();
+    if (d.kind() != dt<T>::kind || d.itemsize() != static_cast<py::ssize_t>(sizeof(T)) ||
+        d.attr("byteorder").cast<std::string>() == ">") {
+        throw fastcurate::InputError(w + " must have dtype " + dt<T>::name + ", got " +
+                              py::str(d).cast<std::string>() + "; convert it with np.ascontiguousarray(" + w +
+                              ", dtype=np." + dt<T>::name + ")");
+    }
+    if (!(a.flags() & py::array::c_style))
+        throw fastcurate::InputError(w + " must be C-contiguous; pass np.ascontiguousarray(" + w + ")");
+    if (writable && !a.writeable()) throw fastcurate::InputError(w + " must be writable");
+    return static_cast<const T*>(a.data());
+}
+
+struct Csr {
+    fastcurate::CsrView view;
+    std::size_t ids_len = 0;
+};
+
+Csr csr_of(const py::array& offsets, const py::array& ids) {
+    Csr c;
+    c.view.offsets = checked<std::int64_t>(offsets, "offsets");
+    c.view.ids = checked<std::int32_t>(ids, "ids");
+    if (offsets.shape(0) < 1) throw fastcurate::InputError("offsets must hold at least one value (len(texts) + 1)");
+    c.view.n_texts = static_cast<std::size_t>(offsets.shape(0) - 1);
+    c.ids_len = static_cast<std::size_t>(ids.shape(0));
+    const std::int64_t last = c.view.offsets[c.view.n_texts];
+    if (last < 0 || static_cast<std::uint64_t>(last) > c.ids_len)
+        throw fastcurate::InputError("offsets[-1]=" + std::to_string(last) + " does not fit len(ids)=" + std::to_string(c.ids_len));
+    return c;
+}
+
+template <typename Fn>
+auto translate(Fn&& fn) -> decltype(fn()) {
+    try {
+        return fn();
+    } catch (const fastcurate::BalanceError& e) {
+        throw fastcurate::InputError(e.what());
+    }
+}
+
+}  // namespace fc_balance_bind
+
+inline void bind_balance(pybind11::module_& m) {
+    namespace py = pybind11;
+    using namespace fc_balance_bind;
+
+    m.def(
+        "count_entries_into",
+        [](const py::array& offsets, const py::array& ids, py::array counts) {
+            Csr c = csr_of(offsets, ids);
+            auto* out = const_cast<std::uint64_t*>(checked<std::uint64_t>(counts, "counts", true));
+            const auto n = static_cast<std::size_t>(counts.shape(0));
+            py::gil_scoped_release release;
+            translate([&] { fastcurate::count_entries(c.view, out, n); return 0; });
+        },
+        py::arg("offsets"), py::arg("ids"), py::arg("counts"),
+        "Add, for every entry, the number of texts matching it to `counts` (uint64, in place).");
+
+    m.def(
+        "t_to_p",
+        [](const py::array& counts, double t) {
+            const auto* c = checked<std::uint64_t>(counts, "counts");
+            const auto n = static_cast<std::size_t>(counts.shape(0));
+            py::gil_scoped_release release;
+            return translate([&] { return fastcurate::t_to_p(c, n, t); });
+        },
+        py::arg("counts"), py::arg("t"));
+
+    m.def(
+        "p_to_t",
+        [](const py::array& counts, double p) {
+            const auto* c = checked<std::uint64_t>(counts, "counts");
+            const auto n = static_cast<std::size_t>(counts.shape(0));
+            py::gil_scoped_release release;
+            return translate([&] { return fastcurate::p_to_t(c, n, p); });
+        },
+        py::arg("counts"), py::arg("p"));
+
+    m.def(
+        "entry_probs",
+        [](const py::array& counts, double t) {
+            const auto* c = checked<std::uint64_t>(counts, "counts");
+            const auto n = static_cast<std::size_t>(counts.shape(0));
+            py::array_t<double> out(static_cast<py::ssize_t>(n));
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                translate([&] { fastcurate::entry_probs(c, n, t, o); return 0; });
+            }
+            return out;
+        },
+        py::arg("counts"), py::arg("t"));
+
+    m.def(
+        "hash_string_keys",
+        [](const py::array& offsets, const py::array& data) {
+            const auto* d = checked<std::uint8_t>(data, "data");
+            const auto dlen = static_cast<std::uint64_t>(data.shape(0));
+            if (offsets.ndim() != 1 || offsets.shape(0) < 1)
+                throw fastcurate::InputError("offsets must be 1-D with at least one value");
+            const auto n = static_cast<std::size_t>(offsets.shape(0) - 1);
+            py::array_t<std::uint64_t> out(static_cast<py::ssize_t>(n));
+            std::uint64_t* o = out.mutable_data();
+            if (offsets.dtype().itemsize() == 4) {
+                const auto* off = checked<std::int32_t>(offsets, "offsets");
+                if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
+                    throw fastcurate::InputError("string offsets out of range of the data buffer");
+                py::gil_scoped_release release;
+                translate([&] { fastcurate::hash_strings(off, d, n, o); return 0; });
+            } else {
+                const auto* off = checked<std::int64_t>(offsets, "offsets");
+                if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
+                    throw fastcurate::InputError("string offsets out of range of the data buffer");
+                py::gil_scoped_release release;
+                translate([&] { fastcurate::hash_strings(off, d, n, o); return 0; });
+            }
+            return out;
+        },
+        py::arg("offsets"), py::arg("data"),
+        "64-bit hashes of Arrow-layout strings (int32 or int64 offsets into a uint8 data buffer).");
+
+    m.def(
+        "hash_int_keys",
+        [](const py::array& values) {
+            const auto* v = checked<std::int64_t>(values, "values");
+            const auto n = static_cast<std::size_t>(values.shape(0));
+            py::array_t<std::uint64_t> out(static_cast<py::ssize_t>(n));
+            std::uint64_t* o = out.mutable_data();
+            py::gil_scoped_release release;
+            for (std::size_t i = 0; i < n; ++i) o[i] = fastcurate::hash_int64(v[i]);
+            return out;
+        },
+        py::arg("values"), "64-bit hashes of int64 keys.");
+
+    m.def(
+        "uniform_draws",
+        [](const py::array& key_hashes, std::uint64_t seed) {
+            const auto* h = checked<std::uint64_t>(key_hashes, "key_hashes");
+            const auto n = static_cast<std::size_t>(key_hashes.shape(0));
+            py::array_t<double> out(static_cast<py::ssize_t>(n));
+            double* o = out.mutable_data();
+            py::gil_scoped_release release;
+            for (std::size_t i = 0; i < n; ++i) o[i] = fastcurate::uniform_draw(seed, h[i]);
+            return out;
+        },
+        py::arg("key_hashes"), py::arg("seed"), "The uniform draw in [0, 1) of each key for a seed.");
+
+    m.def(
+        "balance",
+        [](const py::array& offsets, const py::array& ids, const py::array& probs, const py::array& key_hashes,
+           std::uint64_t seed, unsigned threads) {
+            Csr c = csr_of(offsets, ids);
+            const auto* p = checked<double>(probs, "probs");
+            const auto* h = checked<std::uint64_t>(key_hashes, "key_hashes");
+            if (static_cast<std::size_t>(key_hashes.shape(0)) != c.view.n_texts)
+                throw fastcurate::InputError("len(keys)=" + std::to_string(key_hashes.shape(0)) +
+                                      " differs from the number of texts " + std::to_string(c.view.n_texts));
+            const auto n_entries = static_cast<std::size_t>(probs.shape(0));
+            py::array_t<std::uint8_t> keep(static_cast<py::ssize_t>(c.view.n_texts));
+            std::uint8_t* k = keep.mutable_data();
+            std::size_t kept = 0;
+            {
+                py::gil_scoped_release release;
+                kept = translate([&] { return fastcurate::balance(c.view, p, n_entries, h, seed, k, threads); });
+            }
+            return py::make_tuple(keep, kept);
+        },
+        py::arg("offsets"), py::arg("ids"), py::arg("probs"), py::arg("key_hashes"), py::arg("seed"),
+        py::arg("threads") = 0u, "Keep mask (uint8) and kept count of the balanced draw.");
+
+    m.def(
+        "expected_size",
+        [](const py::array& offsets, const py::array& ids, const py::array& probs, unsigned threads) {
+            Csr c = csr_of(offsets, ids);
+            const auto* p = checked<double>(probs, "probs");
+            const auto n_entries = static_cast<std::size_t>(probs.shape(0));
+            py::gil_scoped_release release;
+            return translate([&] { return fastcurate::expected_size(c.view, p, n_entries, threads); });
+        },
+        py::arg("offsets"), py::arg("ids"), py::arg("probs"), py::arg("threads") = 0u);
+
+    m.def(
+        "expected_size_for_t",
+        [](const py::array& offsets, const py::array& ids, const py::array& counts, double t, unsigned threads) {
+            Csr c = csr_of(offsets, ids);
+            const auto* cn = checked<std::uint64_t>(counts, "counts");
+            const auto n_entries = static_cast<std::size_t>(counts.shape(0));
+            py::gil_scoped_release release;
+            return translate([&] { return fastcurate::expected_size_for_t(c.view, cn, n_entries, t, threads); });
+        },
+        py::arg("offsets"), py::arg("ids"), py::arg("counts"), py::arg("t"), py::arg("threads") = 0u);
+}
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastcurate C++ kernels (use the fastcurate package, not this module directly)";
