@@ -175,9 +175,7 @@ static void test_random() {
   }
 }
 
-#ifdef FASTCURATE_HAVE_BALANCE_TESTS
 #include "test_balance.inc"
-#endif
 
 int main() {
   for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
@@ -188,9 +186,7 @@ int main() {
   }
   test_substring();
   test_errors();
-#ifdef FASTCURATE_HAVE_BALANCE_TESTS
   test_balance();
-#endif
   std::printf("fc_tests: all %d checks passed\n", g_checks);
   return 0;
 }
