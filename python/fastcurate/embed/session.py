@@ -23,8 +23,8 @@ def _ort():
         import onnxruntime as ort
     except ImportError:
         raise ModelError(
-            "onnxruntime is not installed: pip install 'fastcurate[embed]' "
-            "(or onnxruntime-gpu on a CUDA machine; never both)"
+            "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA), "
+            "never both; plus 'fastcurate[embed]'"
         ) from None
     return ort
 
