@@ -39,6 +39,9 @@ CLIP_SPLIT_PATTERN = r"""(?i)'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\
 # printable ASCII is a fixed point of both, which the test suite checks with hypothesis; skipping
 # them is what makes cleaning cheap for the bulk of web captions.
 _NEEDS_FTFY = re.compile(r"[^\x20-\x7e\t\n]|&")
+# The same test over a whole joined batch, whose separators are NULs (checked separately).
+_NEEDS_FTFY_BATCH = re.compile(r"[^\x00\x20-\x7e\t\n]|&")
+_NUL = re.compile("\x00")
 
 
 def _bytes_to_unicode() -> Dict[int, str]:
@@ -54,15 +57,19 @@ def _bytes_to_unicode() -> Dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def clean_caption(text: str) -> str:
-    """open_clip's ``clean='lower'`` cleaning: ftfy, double HTML unescape, whitespace collapse, lower."""
+def _clean_nolower(text: str) -> str:
     if _NEEDS_FTFY.search(text) is not None:
         import ftfy  # imported lazily: pure-ASCII pools never need it
 
         text = ftfy.fix_text(text)
         text = html.unescape(html.unescape(text))
     # str.split() with no argument uses Python's own whitespace set, exactly as open_clip does.
-    return " ".join(text.split()).lower()
+    return " ".join(text.split())
+
+
+def clean_caption(text: str) -> str:
+    """open_clip's ``clean='lower'`` cleaning: ftfy, double HTML unescape, whitespace collapse, lower."""
+    return _clean_nolower(text).lower()
 
 
 def build_clip_tokenizer_json(bpe_path: Union[str, Path], out_path: Union[str, Path]) -> Path:
@@ -168,20 +175,51 @@ class ClipTokenizer:
             self._reset_cache()  # bounded memory on endless pools; refilling costs little
         findall = self._pat.findall
         words = [findall(c) for c in new]
-        flat = [w for ws in words for w in ws]
-        ids = {}
-        if flat:
-            uniq = list(dict.fromkeys(flat))
-            for w, e in zip(uniq, self._bpe.encode_batch(uniq, add_special_tokens=False)):
-                ids[w] = e.ids
+        uniq = list(dict.fromkeys(w for ws in words for w in ws))
+        ids: Dict[str, Tuple[int, ...]] = {}
+        if uniq:
+            # One pre-tokenised call for all new words: per-call overhead, not BPE, dominates otherwise.
+            enc = self._bpe.encode(uniq, is_pretokenized=True, add_special_tokens=False)
+            flat = enc.ids
+            wid = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+            counts = np.bincount(wid, minlength=len(uniq)) if len(wid) else np.zeros(len(uniq), np.int64)
+            if (wid < 0).any() or (counts == 0).any():
+                raise RuntimeError("internal tokenizer error: a word produced no token")
+            ends = np.cumsum(counts).tolist()
+            starts = [0] + ends[:-1]
+            ids = {w: tuple(flat[a:b]) for w, a, b in zip(uniq, starts, ends)}
+        cache = self._cache
         for c, ws in zip(new, words):
-            self._cache[c] = tuple(i for w in ws for i in ids[w])
+            cache[c] = ids[ws[0]] if len(ws) == 1 else tuple(i for w in ws for i in ids[w])
 
-    def _clean(self, texts: List[str]) -> Tuple[List[str], List[int]]:
-        need = _NEEDS_FTFY.search
-        parts = [clean_caption(t) if need(t) else t.lower() for t in texts]
-        odd = [i for i, p in enumerate(parts) if self._SEP in p]
-        return parts, odd
+    def _joined(self, texts: List[str]) -> Tuple[str, List[int]]:
+        """The cleaned, lower-cased batch joined by separators; plus the captions kept out of it."""
+        sep = " " + self._SEP + " "
+        n = len(texts)
+        joined = sep.join(texts)
+        if joined.count(self._SEP) == n - 1 and _NEEDS_FTFY_BATCH.search(joined) is None:
+            # Plain printable ASCII everywhere (the common case): nothing to clean per caption.
+            return joined.lower(), []
+        # Locate the captions that need cleaning from the match positions in the joined string,
+        # rather than testing every caption: usually only a few percent of a pool are non-ASCII.
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n) + len(sep))
+        pos = [m.start() for m in _NEEDS_FTFY_BATCH.finditer(joined)]
+        if joined.count(self._SEP) != n - 1:  # a caption holds a NUL itself
+            nul = np.asarray([m.start() for m in _NUL.finditer(joined)], dtype=np.int64)
+            pos += np.setdiff1d(nul, ends[:-1] - 2).tolist()  # the separators' NULs sit at end - 2
+        parts = list(texts)
+        odd: List[int] = []
+        for i in np.unique(np.searchsorted(ends, np.asarray(pos, dtype=np.int64), side="right")).tolist():
+            if i >= n:
+                continue
+            p = _clean_nolower(texts[i])
+            if self._SEP in p:  # a NUL survived cleaning: encoded alone (see __call__)
+                odd.append(i)
+                p = ""
+            parts[i] = p
+        # Lower-casing the joined string equals lower-casing each caption: the separator is neither
+        # cased nor case-ignorable, so no context-dependent mapping (final sigma) crosses it.
+        return sep.join(parts).lower(), odd
 
     def __call__(self, texts: Sequence[str], pad_to: Union[str, int, None] = None) -> np.ndarray:
         """Tokenise ``texts`` to an int64 array; ``pad_to`` is None (context length), "longest" or an int.
@@ -194,10 +232,8 @@ class ClipTokenizer:
         L = self.context_length
         if n == 0:
             return np.zeros((0, L if pad_to is None else 2), dtype=np.int64)
-        parts, odd = self._clean(texts)
-        for i in odd:  # a NUL survived cleaning: keep it out of the joined batch (fixed below)
-            parts[i] = ""
-        chunks = (" " + self._SEP + " ").join(parts).split()
+        joined, odd = self._joined(texts)
+        chunks = joined.split()
         get = self._cache.get
         lists = list(map(get, chunks))
         if None in lists:
