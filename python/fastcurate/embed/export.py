@@ -300,6 +300,19 @@ def _clip_tokenizer_source(kind: str, hf_dir: Optional[Path]) -> Path:
     return Path(default_bpe())
 
 
+def _check_hf_vocab(vocab_json: Path, tok_path: Path) -> None:
+    """HF CLIP tokenizers spell the specials <|startoftext|>; every other id must equal ours."""
+    theirs = json.loads(vocab_json.read_text(encoding="utf-8"))
+    ours = json.loads(tok_path.read_text(encoding="utf-8"))["model"]["vocab"]
+    alias = {"<|startoftext|>": "<start_of_text>", "<|endoftext|>": "<end_of_text>"}
+    bad = [t for t, i in theirs.items() if ours.get(alias.get(t, t)) != i]
+    if bad:
+        raise ModelError(
+            f"{vocab_json}: {len(bad)} token ids differ from the CLIP BPE vocabulary built from merges.txt "
+            f"(e.g. {bad[:3]}); this tokenizer is not supported"
+        )
+
+
 def export_clip(
     model: Any,
     out_dir: Union[str, Path],
@@ -354,6 +367,8 @@ def export_clip(
 
     with atomic_bundle_dir(out_dir, overwrite=overwrite) as tmp:
         tok_path = build_clip_tokenizer_json(_clip_tokenizer_source(kind, hf_dir), tmp / "tokenizer.json")
+        if hf_dir is not None and (hf_dir / "vocab.json").is_file():
+            _check_hf_vocab(hf_dir / "vocab.json", tok_path)
         (tmp / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
         from .tokenizer import ClipTokenizer
 

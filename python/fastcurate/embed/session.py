@@ -64,12 +64,18 @@ class OrtSession:
         providers: Sequence[str],
         intra_op_threads: Optional[int] = None,
         fp16: bool = False,
+        spin: bool = False,
     ) -> None:
         ort = _ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             so.intra_op_num_threads = int(intra_op_threads)
+        if not spin:
+            # ORT's worker threads busy-wait between ops by default; that steals the cores the image
+            # decode pool needs while it overlaps inference (and other tenants' on shared machines).
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         kwargs = {}
         if fp16 and providers[0] == "CPUExecutionProvider":
             # ORT's NCHWc layout pass crashes (segfault at session creation) on fp16 Conv on CPU.
