@@ -101,18 +101,6 @@ def test_bad_images_raise_or_nan():
     assert batches[0].reasons[1].startswith("empty")
 
 
-def test_clip_score():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(5, 8)).astype(np.float32)
-    s = clip_score(a, b)
-    assert np.allclose(s, _cos(a, b), atol=1e-6)
-    assert np.allclose(clip_score(a.astype(np.float16), a), 1, atol=1e-3)
-    with pytest.raises(InputError, match="same shape"):
-        clip_score(a, b[:3])
-    with pytest.raises(InputError, match="2-D"):
-        clip_score(a[0], b[0])
-
-
 def test_bundle_errors(tmp_path):
     with pytest.raises(ModelError, match="manifest.json"):
         ClipEncoder(tmp_path)
