@@ -20,6 +20,17 @@ from .balance import (
     uniform_draws,
 )
 from .curate import curate
+from .embed import (
+    ClipEncoder,
+    ClipTokenizer,
+    TextEncoder,
+    clip_score,
+    embed_shards,
+    export_clip,
+    export_text_model,
+    load_bundle,
+    make_text_bundle,
+)
 from .matcher import Matcher, MatcherWarning, MatchResult, SpanResult
 from .metadata import build_metadata, load_metadata, save_metadata
 
@@ -49,5 +60,14 @@ __all__ = [
     "hash_keys",
     "uniform_draws",
     "curate",
+    "ClipEncoder",
+    "ClipTokenizer",
+    "TextEncoder",
+    "clip_score",
+    "embed_shards",
+    "export_clip",
+    "export_text_model",
+    "load_bundle",
+    "make_text_bundle",
     "__version__",
 ]

@@ -94,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastcurate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from . import curate_cli
+    from .embed import cli as embed_cli
 
     curate_cli.add_subcommands(sub)
     _add_match(sub)
+    embed_cli.add_subcommands(sub)
     return parser
 
 

