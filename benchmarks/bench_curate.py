@@ -119,15 +119,7 @@ elif mode == "metaclip":
     import ahocorasick
     from fastcurate.metadata import load_metadata
     # MetaCLIP's substr_matching.py: spacing + an automaton over " entry " keys, iter per text
-    def spacing(text):
-        puncts_to_wrap = [",", ".", ";", ":", "?", "!", "`"]
-        chars_to_space = ["\t", "\n", "\r"]
-        spaced_text = f" {text} "
-        for p in puncts_to_wrap:
-            spaced_text = spaced_text.replace(p, f" {p} ")
-        for c in chars_to_space:
-            spaced_text = spaced_text.replace(c, " ")
-        return spaced_text
+    from fastcurate.reference import spacing  # MetaCLIP's spacing, verbatim semantics
     metadata = load_metadata()
     tb = time.perf_counter()
     automaton = ahocorasick.Automaton()

@@ -17,17 +17,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 LAION = SHARED / "captions" / "laion_10k.parquet"
 CC3M = SHARED / "captions" / "cc3m_val.tsv"
 
-_PUNCTS = [",", ".", ";", ":", "?", "!", "`"]
-_SPACE_CHARS = ["\t", "\n", "\r"]
-
-
-def spacing(text: str) -> str:
-    s = f" {text} "
-    for p in _PUNCTS:
-        s = s.replace(p, f" {p} ")
-    for c in _SPACE_CHARS:
-        s = s.replace(c, " ")
-    return s
+from fastcurate.reference import spacing  # MetaCLIP's spacing, written out once
 
 
 class CSR:

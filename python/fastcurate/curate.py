@@ -207,14 +207,7 @@ def _shard_dir(out: Path, i: int) -> Path:
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, a, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, _npy_bytes(a))
 
 
 def _load_shard_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import FormatError, InputError
+from .shards import atomic_write_bytes
 
 __all__ = [
     "build_metadata",
@@ -328,12 +329,6 @@ def build_metadata(
     return out
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    from .shards import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-
-
 def save_metadata(entries: Sequence[str], path: PathLike) -> Path:
     """Write entries atomically: ``.json`` (MetaCLIP's format, a JSON array) or any other suffix as
     plain text, one entry per line; a trailing ``.gz`` gzips (deterministically, mtime 0)."""
@@ -355,7 +350,7 @@ def save_metadata(entries: Sequence[str], path: PathLike) -> Path:
         with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as g:
             g.write(data)
         data = buf.getvalue()
-    _atomic_write_bytes(p, data)
+    atomic_write_bytes(p, data)
     return p
 
 
