@@ -237,3 +237,17 @@ def test_ctrl_c_stops_a_long_call_promptly():
     elapsed = time.monotonic() - sent
     assert out.startswith("interrupted"), out
     assert elapsed < 5.0, f"took {elapsed:.2f}s to stop after SIGINT"
+
+
+def test_worker_thread_error_reaches_python():
+    """Corrupt offsets deep inside a large array: the worker that meets them raises, the error
+    crosses the thread pool and arrives as a FastcurateError naming the row."""
+    n = 100_000
+    good = pa.array(["a cat"] * n)
+    offsets = np.frombuffer(good.buffers()[1], dtype=np.int32).copy()
+    offsets[77_777] = offsets[-1] + 1000  # points past the end of the data buffer
+    bad = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), good.buffers()[2]])
+    m = fc.Matcher(["cat"])
+    for threads in (1, 2):
+        with pytest.raises(fc.InputError, match="corrupt string offsets at row 7777[67]"):
+            m.match(bad, threads=threads)
