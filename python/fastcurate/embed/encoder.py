@@ -45,6 +45,10 @@ def _pick_precision(bundle: Bundle, precision: str, on_gpu: bool) -> str:
     if precision == "auto":
         if on_gpu and "fp16" in bundle.variants:
             return "fp16"
+        # On a CPU honour the exported default unless it is fp16, which CPUs run slower than fp32.
+        default = bundle.manifest.get("default_precision", "fp32")
+        if default in bundle.variants and default != "fp16":
+            return default
         return "fp32" if "fp32" in bundle.variants else next(iter(bundle.variants))
     if precision not in bundle.variants:
         raise ModelError(
