@@ -24,7 +24,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
         if not a.tokenizer:
             raise SystemExit("--onnx needs --tokenizer tokenizer.json")
-        out = make_text_bundle(a.onnx, a.tokenizer, a.out, pooling=a.pooling, overwrite=a.overwrite)
+        out = make_text_bundle(a.onnx, a.tokenizer, a.out, pooling=a.pooling, precision=a.precision,
+                               overwrite=a.overwrite)
     else:
         from .export import export_clip
 

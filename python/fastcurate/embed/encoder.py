@@ -45,6 +45,10 @@ def _pick_precision(bundle: Bundle, precision: str, on_gpu: bool) -> str:
     if precision == "auto":
         if on_gpu and "fp16" in bundle.variants:
             return "fp16"
+        # On a CPU honour the exported default unless it is fp16, which CPUs run slower than fp32.
+        default = bundle.manifest.get("default_precision", "fp32")
+        if default in bundle.variants and default != "fp16":
+            return default
         return "fp32" if "fp32" in bundle.variants else next(iter(bundle.variants))
     if precision not in bundle.variants:
         raise ModelError(
@@ -106,7 +110,9 @@ class ClipEncoder(_Base):
         fast_preprocess: JPEG draft decoding before the resize (not bitwise equal to open_clip; see
             benchmarks/RESULTS_embed.md for its agreement).
         decode_threads: threads that decode and resize images (default: CPU count).
-        batch_size: images per model call; text batches are ``4 * batch_size``.
+        batch_size: images per model call.
+        text_batch_size: texts per model call. Small is fast here: texts are sorted by length, so a
+            small batch wastes little on padding (measured on 2 CPU cores: 16 > 32 > 64 > 128).
         prefetch: how many batches the decoder may run ahead (bounds memory).
     """
 
@@ -121,11 +127,13 @@ class ClipEncoder(_Base):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         decode_threads: Optional[int] = None,
         batch_size: int = 32,
+        text_batch_size: int = 16,
         prefetch: int = 2,
         intra_op_threads: Optional[int] = None,
         verify: bool = False,
     ) -> None:
         super().__init__(bundle, device, precision, intra_op_threads, verify)
+        self.text_batch_size = int(text_batch_size)
         if self.bundle.kind != "clip":
             raise ModelError(f"{self.bundle.root} is a {self.bundle.kind!r} bundle; use TextEncoder for it")
         if batch_size < 1 or prefetch < 1:
@@ -256,7 +264,7 @@ class ClipEncoder(_Base):
         to its longest row; since CLIP's text attention is causal and pooling takes the end token,
         this gives the same embeddings as padding to the full context, for less compute.
         """
-        bs = int(batch_size or 4 * self.batch_size)
+        bs = int(batch_size or self.text_batch_size)
         ids = self.tokenizer(texts)
         n = ids.shape[0]
         out = np.empty((n, self.embed_dim), dtype=np.float32)
@@ -285,12 +293,12 @@ class TextEncoder(_Base):
     """
 
     def __init__(self, bundle: Union[str, Path, Bundle], device: str = "auto", precision: str = "auto",
-                 *, batch_size: int = 128, intra_op_threads: Optional[int] = None, verify: bool = False) -> None:
+                 *, batch_size: int = 16, intra_op_threads: Optional[int] = None, verify: bool = False) -> None:
         super().__init__(bundle, device, precision, intra_op_threads, verify)
         self.batch_size = int(batch_size)
         self._clip: Optional[ClipEncoder] = None
         if self.bundle.kind == "clip":
-            self._clip = ClipEncoder(self.bundle, device=device, precision=self.precision, batch_size=max(1, batch_size // 4))
+            self._clip = ClipEncoder(self.bundle, device=device, precision=self.precision, text_batch_size=batch_size)
             return
         tcfg = self.bundle.manifest.get("text", {})
         self.pooling = tcfg.get("pooling", "mean")
