@@ -108,7 +108,7 @@ class ClipEncoder(_Base):
         device: "auto" (CUDA if onnxruntime-gpu sees a GPU, else CPU), "cpu", "cuda", "tensorrt".
         precision: "auto" (fp16 on GPU, fp32 on CPU), "fp32", "fp16" or "int8" (if exported).
         fast_preprocess: JPEG draft decoding before the resize (not bitwise equal to open_clip; see
-            benchmarks/RESULTS_embed.md for its agreement).
+            benchmarks/RESULTS.md for its agreement).
         decode_threads: threads that decode and resize images (default: CPU count).
         batch_size: images per model call.
         text_batch_size: texts per model call. Small is fast here: texts are sorted by length, so a

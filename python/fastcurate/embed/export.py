@@ -183,7 +183,7 @@ def quantize_int8(src: Union[str, Path], dst: Union[str, Path]) -> None:
     ORT's own graph fusions (attention, LayerNorm, GELU, at the "extended" level) are applied
     first and the fused graph is quantised: on ViT-B-32 this runs about 2x faster than quantising the
     raw exported graph, for the same agreement with fp32 (measured on real inputs: image cosine
-    >= 0.9997, text cosine >= 0.998; see benchmarks/RESULTS_embed.md). The fused graph
+    >= 0.9997, text cosine >= 0.998; see benchmarks/RESULTS.md). The fused graph
     uses ONNX Runtime contrib ops, so the int8 variant is for ONNX Runtime only.
     """
     import tempfile

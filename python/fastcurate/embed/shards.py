@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..shards import atomic_write_bytes, atomic_write_table
 
 __all__ = ["Sample", "iter_webdataset", "iter_parquet", "embed_shards", "ShardResult"]
 
@@ -179,14 +180,6 @@ def _fingerprint(path: Path, bundle_manifest: Dict[str, Any], opts: Dict[str, An
             "model_files": bundle_manifest.get("files", {}), "options": opts}
 
 
-def _write_parquet_atomic(table, dst: Path) -> None:
-    import pyarrow.parquet as pq
-
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, dst)
-
-
 def _f16_list(emb: np.ndarray, valid: Optional[np.ndarray] = None):
     import pyarrow as pa
 
@@ -336,15 +329,13 @@ def embed_shards(
                           "reason": pa.array([reasons[i] for i in drop_idx], type=pa.string())})
         if table.num_rows + drops.num_rows != n:  # the invariant the whole project relies on
             raise RuntimeError(f"{f}: rows in {n} != kept {table.num_rows} + dropped {drops.num_rows}")
-        _write_parquet_atomic(table, out / f"{name}.emb.parquet")
-        _write_parquet_atomic(drops, out / f"{name}.drops.parquet")
+        atomic_write_table(table, out / f"{name}.emb.parquet")
+        atomic_write_table(drops, out / f"{name}.drops.parquet")
         secs = time.perf_counter() - t0
         rec = {"rows_in": n, "rows_kept": int(table.num_rows), "rows_dropped": int(drops.num_rows),
                "fingerprint": fp, "seconds": round(secs, 3),
                "providers": enc.providers, "precision": enc.precision}
-        tmp = done.with_name(f".{done.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(rec, indent=2) + "\n")
-        os.replace(tmp, done)
+        atomic_write_bytes(done, (json.dumps(rec, indent=2) + "\n").encode("utf-8"))
         results.append(ShardResult(name, n, int(table.num_rows), int(drops.num_rows), False, secs))
         bar.update(1)
         bar.set_postfix(rows=sum(r.rows_in for r in results))
