@@ -1,5 +1,6 @@
 // MetaCLIP counting and balanced sampling kernels (see balance.hpp and DESIGN.md).
 #include "fastcurate/balance.hpp"
+#include "fastcurate/bytes.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -17,15 +18,7 @@ constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
 // hence expected_size, are identical whatever the number of threads.
 constexpr std::size_t kBlock = 16384;
 
-// The splitmix64 finalizer: a bijective avalanche mix of 64 bits.
-inline std::uint64_t mix64(std::uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ULL;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBULL;
-    x ^= x >> 31;
-    return x;
-}
+using bytes::mix64;  // the splitmix64 finalizer
 
 inline std::uint64_t load_le(const std::uint8_t* p, std::size_t n) {
     // Byte-wise little-endian load: same value on any host endianness; compilers fuse it into one
