@@ -37,4 +37,4 @@ def test_match_missing_column_names_the_columns(tmp_path):
     meta.write_text("cat\n")
     r = _run("match", str(src), "--metadata", str(meta), "--text-column", "TEXT")
     assert r.returncode == 1
-    assert "no text column TEXT" in r.stderr and "['alt']" in r.stderr
+    assert "no text column 'TEXT'" in r.stderr and "['alt']" in r.stderr

@@ -38,14 +38,13 @@ def _add_match(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.set_defaults(func=_run_match)
 
 
-_TEXT_COLUMNS = ("TEXT", "text", "caption", "CAPTION", "alt", "alt_text")
-
-
 def _run_match(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .curate import TEXT_COLUMN_CANDIDATES
     from .matcher import Matcher
+    from .shards import pick_column
 
     t0 = time.perf_counter()
     from .metadata import load_metadata
@@ -61,12 +60,7 @@ def _run_match(args: argparse.Namespace) -> int:
             schema = pq.read_schema(path)
         except Exception as e:  # pyarrow raises several types for unreadable files
             raise FastcurateError(f"cannot read Parquet file {path}: {e}") from e
-        col = args.text_column or next((c for c in _TEXT_COLUMNS if c in schema.names), None)
-        if col is None or col not in schema.names:
-            raise FastcurateError(
-                f"{path}: no text column {args.text_column or '(auto)'}; the file has columns {schema.names}; "
-                "pick one with --text-column"
-            )
+        col = pick_column(schema.names, args.text_column, TEXT_COLUMN_CANDIDATES, "text", path, "--text-column")
         texts = pq.read_table(path, columns=[col]).column(col)
         t1 = time.perf_counter()
         r = m.match(texts, threads=args.threads)

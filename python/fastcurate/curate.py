@@ -35,7 +35,7 @@ from .balance import count_entries, entry_probs, hash_keys, p_to_t, t_for_target
 from .balance import balance as _balance
 from .errors import FastcurateError, FormatError, InputError, InputTypeError
 from .metadata import load_metadata, save_metadata
-from .shards import atomic_path, atomic_write_bytes, discover_inputs
+from .shards import atomic_path, atomic_write_bytes, discover_inputs, pick_column
 
 __all__ = ["curate", "DEFAULT_T", "TEXT_COLUMN_CANDIDATES", "ID_COLUMN_CANDIDATES", "ENTRY_IDS_COLUMN"]
 
@@ -149,23 +149,9 @@ def _open_parquet(path: Path):  # type: ignore[no-untyped-def]
 
 
 def _resolve_columns(pf: Any, path: Path, text_column: Optional[str], id_column: Optional[str]) -> _Columns:
-    names = list(pf.schema_arrow.names)
-
-    def pick(given: Optional[str], candidates: Sequence[str], what: str, flag: str) -> str:
-        if given is not None:
-            if given not in names:
-                raise InputError(f"{path}: no {what} column {given!r}; the columns are {names}; pass {flag} NAME")
-            return given
-        for c in candidates:
-            if c in names:
-                return c
-        raise InputError(
-            f"{path}: none of the usual {what} columns {list(candidates)} is present; the columns are {names}; "
-            f"pass {flag} NAME"
-        )
-
-    return _Columns(pick(text_column, TEXT_COLUMN_CANDIDATES, "text", "--text-column"),
-                    pick(id_column, ID_COLUMN_CANDIDATES, "id", "--id-column"))
+    names = pf.schema_arrow.names
+    return _Columns(pick_column(names, text_column, TEXT_COLUMN_CANDIDATES, "text", path, "--text-column"),
+                    pick_column(names, id_column, ID_COLUMN_CANDIDATES, "id", path, "--id-column"))
 
 
 def _check_types(pf: Any, path: Path, cols: _Columns) -> None:

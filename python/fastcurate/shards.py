@@ -6,14 +6,14 @@ import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 from .errors import InputError
 
-__all__ = ["discover_inputs", "atomic_write_bytes", "atomic_write_table", "atomic_path"]
+__all__ = ["discover_inputs", "pick_column", "atomic_write_bytes", "atomic_write_table", "atomic_path"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,6 +44,27 @@ def discover_inputs(inputs: Sequence[PathLike]) -> List[Path]:
     if not found:
         raise InputError("no input files given")
     return sorted(found)
+
+
+def pick_column(names: Sequence[str], given: Optional[str], candidates: Sequence[str], what: str, path: PathLike,
+                flag: str, required: bool = True) -> Optional[str]:
+    """The column to read: ``given`` if the file has it, else the first of ``candidates`` present.
+    Errors name the file, the columns it has and the flag that picks one; when nothing fits and
+    ``required`` is false, returns None."""
+    names = list(names)
+    if given is not None:
+        if given not in names:
+            raise InputError(f"{path}: no {what} column {given!r}; the columns are {names}; pass {flag} NAME")
+        return given
+    for c in candidates:
+        if c in names:
+            return c
+    if not required:
+        return None
+    raise InputError(
+        f"{path}: none of the usual {what} columns {list(candidates)} is present; the columns are {names}; "
+        f"pass {flag} NAME"
+    )
 
 
 def atomic_path(path: Path) -> Path:

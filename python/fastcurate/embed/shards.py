@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import FormatError, InputError
-from ..shards import atomic_write_bytes, atomic_write_table
+from ..shards import atomic_write_bytes, atomic_write_table, pick_column
 
 __all__ = ["Sample", "iter_webdataset", "iter_parquet", "embed_shards", "ShardResult"]
 
@@ -110,21 +110,6 @@ def iter_webdataset(path: Union[str, Path]) -> Iterator[Sample]:
         tf.close()
 
 
-def _pick(names: Sequence[str], given: Optional[str], candidates: Sequence[str], what: str, path: Path,
-          required: bool) -> Optional[str]:
-    if given is not None:
-        if given not in names:
-            raise InputError(f"{path}: no column {given!r} for {what}; columns are {list(names)}")
-        return given
-    for c in candidates:
-        if c in names:
-            return c
-    if required:
-        raise InputError(f"{path}: cannot find the {what} column among {list(names)}; pass it explicitly "
-                         f"(--{what.split()[0]}-col)")
-    return None
-
-
 def iter_parquet(path: Union[str, Path], image_col: Optional[str] = None, text_col: Optional[str] = None,
                  uid_col: Optional[str] = None, need_image: bool = True) -> Iterator[Sample]:
     """Samples of a Parquet file, batch by batch. Images are bytes (binary column, or a struct with
@@ -140,9 +125,9 @@ def iter_parquet(path: Union[str, Path], image_col: Optional[str] = None, text_c
     names = pf.schema_arrow.names
     icol = None
     if need_image:
-        icol = _pick(names, image_col, IMAGE_COLS + PATH_COLS, "image column", path, True)
-    tcol = _pick(names, text_col, TEXT_COLS, "text column", path, not need_image)
-    ucol = _pick(names, uid_col, UID_COLS, "uid column", path, False)
+        icol = pick_column(names, image_col, IMAGE_COLS + PATH_COLS, "image", path, "--image-col")
+    tcol = pick_column(names, text_col, TEXT_COLS, "text", path, "--text-col", required=not need_image)
+    ucol = pick_column(names, uid_col, UID_COLS, "uid", path, "--uid-col", required=False)
     cols = [c for c in dict.fromkeys([icol, tcol, ucol]) if c is not None]
     row = 0
     for rb in pf.iter_batches(batch_size=1024, columns=cols):
