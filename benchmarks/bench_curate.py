@@ -98,7 +98,7 @@ elif mode == "twopass_io":
     # reads every column, keeps the same share of rows (t = kept fraction here) and writes them
     # with fastcurate's pinned writer options. No matching, no balancing.
     import numpy as np, pyarrow as pa, pyarrow.parquet as pq
-    from fastcurate.curate import _writer_options
+    from fastcurate.stages.curate.stage import _writer_options
     n = 0
     for f in files:
         for b in pq.ParquetFile(f).iter_batches(batch_size=131072, columns=["TEXT", "uid"]):
@@ -110,7 +110,7 @@ elif mode == "twopass_io":
         pq.write_table(tbl, f"{out}/copy-{i:05d}.parquet", row_group_size=131072, **_writer_options(tbl.schema))
     res = {"rows": n}
 elif mode == "fastcurate":
-    from fastcurate.curate import curate
+    from fastcurate.stages.curate.stage import curate
     s = curate(files, out, t=t, threads=threads, progress=False, overwrite=True)
     res = {"rows": s["rows_in"], "kept": s["rows_kept"], "expected": s["expected_size"]}
 elif mode == "metaclip":
@@ -119,7 +119,7 @@ elif mode == "metaclip":
     import ahocorasick
     from fastcurate.metadata import load_metadata
     # MetaCLIP's substr_matching.py: spacing + an automaton over " entry " keys, iter per text
-    from fastcurate.reference import spacing  # MetaCLIP's spacing, verbatim semantics
+    from fastcurate.kernels.reference import spacing  # MetaCLIP's spacing, verbatim semantics
     metadata = load_metadata()
     tb = time.perf_counter()
     automaton = ahocorasick.Automaton()
@@ -195,7 +195,7 @@ def bench_balance_kernel(files, t: float, reps: int) -> dict:
     import pyarrow.parquet as pq
 
     import fastcurate as fc
-    from fastcurate.balance import balance, count_entries, entry_probs, expected_size, hash_keys, keep_probabilities
+    from fastcurate.kernels.balance import balance, count_entries, entry_probs, expected_size, hash_keys, keep_probabilities
     from fastcurate.metadata import load_metadata
 
     entries = load_metadata()

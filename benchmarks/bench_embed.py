@@ -81,7 +81,7 @@ def main() -> int:
     import open_clip
     from PIL import Image, ImageOps
 
-    from fastcurate.embed import ClipEncoder, ClipTokenizer, Preprocessor, export_clip, load_bundle
+    from fastcurate.models import ClipEncoder, ClipTokenizer, Preprocessor, export_clip, load_bundle
 
     torch.set_num_threads(a.threads)
     if not DATA.exists():

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pool import build_metadata, caption_pool, real_captions  # noqa: E402
 
 import fastcurate as fc  # noqa: E402
-from fastcurate.reference import spacing  # noqa: E402
+from fastcurate.kernels.reference import spacing  # noqa: E402
 
 CSR = Tuple[np.ndarray, np.ndarray]
 

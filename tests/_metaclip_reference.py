@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
-from fastcurate.reference import spacing
+from fastcurate.kernels.reference import spacing
 
 
 def build_automaton(entries: Sequence[str]):

@@ -61,7 +61,7 @@ def tiny_open_clip_model():
 @functools.lru_cache(maxsize=None)
 def tiny_bundle() -> Path:
     """A tiny random open_clip CLIP (real architecture, small widths) exported with fp32/fp16/int8."""
-    from fastcurate.embed import export_clip
+    from fastcurate.models import export_clip
 
     return export_clip(tiny_open_clip_model(), _TMP / "tiny", variants=["fp16", "int8"])
 
@@ -71,7 +71,7 @@ def clip_tokenizer_json() -> Path:
     pytest.importorskip("open_clip")
     from open_clip.tokenizer import default_bpe
 
-    from fastcurate.embed.tokenizer import build_clip_tokenizer_json
+    from fastcurate.models.tokenizer import build_clip_tokenizer_json
 
     return build_clip_tokenizer_json(default_bpe(), _TMP / "clip_tokenizer.json")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fastcurate.balance import (
+from fastcurate.kernels.balance import (
     balance,
     count_entries,
     entry_probs,

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fastcurate.balance import count_entries, entry_probs, p_to_t, expected_size
-from fastcurate.curate import curate
+from fastcurate.kernels.balance import count_entries, entry_probs, p_to_t, expected_size
+from fastcurate.stages.curate.stage import curate
 from fastcurate.errors import FormatError, InputError, InputTypeError
 
 from test_curate_reference import ReferenceMatcher
@@ -157,7 +157,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import pyarrow.parquet as pq
-    from fastcurate.curate import curate
+    from fastcurate.stages.curate.stage import curate
     src, out, mode, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     entries = [f"w{i}" for i in range(300)] + ["new york", "york"]
     calls = {"n": 0}
@@ -172,7 +172,7 @@ KILL_SCRIPT = textwrap.dedent(
             return orig(self, *a, **kw)
         pq.ParquetWriter.write_table = write_table
     if mode == "final":  # die while writing the run-level outputs
-        import fastcurate.report_plots as rp
+        import fastcurate.plots as rp
         def boom(*a, **kw):
             die()
         rp.plot_long_tail = boom
@@ -216,11 +216,11 @@ def test_cli_killed_at_a_random_moment_resumes_to_identical_outputs(tmp_path, ta
     meta.write_text("\n".join(ENTRIES) + "\n")
     args = [str(src), "--metadata", str(meta), "--t", "9", "--seed", "11", "--batch-size", "300", "--no-progress"]
     ref = tmp_path / "ref"
-    from fastcurate.curate_cli import main
+    from fastcurate.stages.curate.cli import main
 
     assert main(["curate", *args, "--out", str(ref)]) == 0
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fastcurate.curate_cli", "curate", *args, "--out", str(out)]
+    cmd = [sys.executable, "-m", "fastcurate.stages.curate.cli", "curate", *args, "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
@@ -367,7 +367,7 @@ CC3M = SHARED / "captions" / "cc3m_val.tsv"
 
 @pytest.mark.skipif(not LAION.exists(), reason=f"real data not found at {LAION} (needs ../shared beside the checkout)")
 def test_real_laion_end_to_end_cli(tmp_path, capsys):
-    from fastcurate.curate_cli import main
+    from fastcurate.stages.curate.cli import main
     from fastcurate.metadata import load_metadata
 
     out = tmp_path / "laion"
@@ -414,7 +414,7 @@ def test_real_cc3m_end_to_end(tmp_path):
 
 
 def test_metadata_build_cli(tmp_path, capsys):
-    from fastcurate.curate_cli import main
+    from fastcurate.stages.curate.cli import main
 
     uni = tmp_path / "uni.txt"
     uni.write_text("zebra 500\ncat 50\n")

@@ -17,7 +17,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 LAION = SHARED / "captions" / "laion_10k.parquet"
 CC3M = SHARED / "captions" / "cc3m_val.tsv"
 
-from fastcurate.reference import spacing  # MetaCLIP's spacing, written out once
+from fastcurate.kernels.reference import spacing  # MetaCLIP's spacing, written out once
 
 
 class CSR:

@@ -11,7 +11,7 @@ import pytest
 
 from embed_fixtures import coco_photos, real_captions, tiny_bundle, tiny_open_clip_model, tmp_root
 
-from fastcurate.embed import ClipEncoder, TextEncoder, clip_score, load_bundle
+from fastcurate.models import ClipEncoder, TextEncoder, clip_score, load_bundle
 from fastcurate.errors import FormatError, InputError, ModelError
 
 torch = pytest.importorskip("torch")
@@ -120,7 +120,7 @@ def test_bundle_errors(tmp_path):
 
 
 def test_export_input_errors(tmp_path):
-    from fastcurate.embed import export_clip
+    from fastcurate.models import export_clip
 
     with pytest.raises(InputError, match="open_clip model name"):
         export_clip("NoSuchModel-99", tmp_path / "x")
@@ -133,7 +133,7 @@ def test_export_input_errors(tmp_path):
 def test_pretrained_checkpoint_path_loads(tmp_path):
     """The real ViT-B-32 architecture (random weights), saved as a local checkpoint and exported by
     name with pretrained=<path>: the bundle must reproduce that checkpoint, not a fresh random init."""
-    from fastcurate.embed import export_clip
+    from fastcurate.models import export_clip
 
     torch.manual_seed(1)
     m = open_clip.create_model("ViT-B-32", pretrained=None).eval()
@@ -152,7 +152,7 @@ def test_pretrained_checkpoint_path_loads(tmp_path):
 
 def test_hf_clip_model_export(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from fastcurate.embed import export_clip
+    from fastcurate.models import export_clip
 
     cfg = transformers.CLIPConfig(
         text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -185,7 +185,7 @@ def test_runtime_never_imports_torch():
 
     photo = str(coco_photos(1)[0])
     code = (
-        "import sys; import fastcurate.embed as fe; "
+        "import sys; import fastcurate.models as fe; "
         f"enc = fe.ClipEncoder({str(tiny_bundle())!r}, device='cpu'); "
         f"i = enc.encode_images([{photo!r}]); t = enc.encode_texts(['a cat']); fe.clip_score(i, t); "
         "bad = [m for m in ('torch', 'open_clip', 'torchvision', 'transformers') if m in sys.modules]; "
@@ -207,7 +207,7 @@ def fe_path() -> str:
 
 def test_hf_clip_directory_export_and_vocab_check(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from fastcurate.embed import export_clip
+    from fastcurate.models import export_clip
 
     cfg = transformers.CLIPConfig(
         text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

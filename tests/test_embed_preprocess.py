@@ -9,7 +9,7 @@ import pytest
 
 from embed_fixtures import coco_photos
 
-from fastcurate.embed.preprocess import ImageError, PreprocessSpec, Preprocessor, decode_image
+from fastcurate.models.preprocess import ImageError, PreprocessSpec, Preprocessor, decode_image
 from fastcurate.errors import FormatError, InputError, InputTypeError
 
 PIL = pytest.importorskip("PIL")

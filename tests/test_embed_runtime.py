@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastcurate.embed import clip_score, load_bundle
+from fastcurate.models import clip_score, load_bundle
 from fastcurate.errors import InputError, InputTypeError, ModelError
 
 
@@ -34,7 +34,7 @@ def test_clip_score():
 def test_import_does_not_pull_torch():
     import subprocess
 
-    code = "import sys, fastcurate.embed; bad = [m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules]; assert not bad, bad"
+    code = "import sys, fastcurate.models; bad = [m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules]; assert not bad, bad"
     import os
 
     import fastcurate

@@ -12,8 +12,8 @@ import pytest
 
 from embed_fixtures import COCO, WDS, coco_photos, need_data, real_captions, tiny_bundle
 
-from fastcurate.embed import TextEncoder, embed_shards, make_text_bundle
-from fastcurate.embed.cli import add_subcommands, main
+from fastcurate import TextEncoder, embed_shards, make_text_bundle
+from fastcurate.stages.embed.cli import add_subcommands, main
 from fastcurate.errors import InputError
 
 pa = pytest.importorskip("pyarrow")
@@ -165,7 +165,7 @@ def test_text_only_with_real_minilm_int8_onnx(tmp_path):
 def test_export_real_minilm_matches_sentence_transformers(tmp_path):
     st = pytest.importorskip("sentence_transformers")
     pytest.importorskip("onnxscript")
-    from fastcurate.embed import export_text_model
+    from fastcurate.models import export_text_model
 
     d = _minilm_dir()
     bundle = export_text_model(d, tmp_path / "minilm")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from embed_fixtures import clip_tokenizer_json, real_captions
 
-from fastcurate.embed.tokenizer import ClipTokenizer, _NEEDS_FTFY
+from fastcurate.models.tokenizer import ClipTokenizer, _NEEDS_FTFY
 from fastcurate.errors import InputTypeError
 
 open_clip = pytest.importorskip("open_clip")

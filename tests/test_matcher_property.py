@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fastcurate as fc
 from fastcurate import _core
-from fastcurate.reference import metaclip_match, substring_find_all
+from fastcurate.kernels.reference import metaclip_match, substring_find_all
 
 ALPHABET = ["a", "b", "A", "B", "c", " ", " ", ",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "é", "日", "x"]
 

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 import fastcurate as fc
-from fastcurate.reference import metaclip_match, substring_find_all
+from fastcurate.kernels.reference import metaclip_match, substring_find_all
 
 from _matcher_inputs import INPUT_KINDS
 

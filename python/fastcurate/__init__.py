@@ -7,7 +7,7 @@ See the README for a tour and DESIGN.md for the semantics each stage reproduces.
 from __future__ import annotations
 
 from .errors import FastcurateError, FormatError, InputError, InputTypeError, ModelError
-from .balance import (
+from .kernels.balance import (
     balance,
     count_entries,
     entry_probs,
@@ -19,19 +19,19 @@ from .balance import (
     t_to_p,
     uniform_draws,
 )
-from .curate import curate
-from .embed import (
+from .stages.curate.stage import curate
+from .stages.embed.stage import embed_shards
+from .models import (
     ClipEncoder,
     ClipTokenizer,
     TextEncoder,
     clip_score,
-    embed_shards,
     export_clip,
     export_text_model,
     load_bundle,
     make_text_bundle,
 )
-from .matcher import Matcher, MatcherWarning, MatchResult, SpanResult
+from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
 from .metadata import build_metadata, load_metadata, save_metadata
 
 __version__ = "0.1.0"

@@ -42,9 +42,9 @@ def _run_match(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .curate import TEXT_COLUMN_CANDIDATES
-    from .matcher import Matcher
-    from .shards import pick_column
+    from .stages.curate.stage import TEXT_COLUMN_CANDIDATES
+    from .kernels.matcher import Matcher
+    from .io.atomic import pick_column
 
     t0 = time.perf_counter()
     from .metadata import load_metadata
@@ -74,7 +74,7 @@ def _run_match(args: argparse.Namespace) -> int:
     print(f"rows: {rows:,}; rows with a match: {matched_rows:,} ({matched_rows / max(rows, 1):.1%}); matches: {pairs:,}")
     print(f"match time: {t_match:.3f}s ({rows / max(t_match, 1e-9):,.0f} rows/s)")
     if args.out:
-        from .shards import atomic_write_table
+        from .io.atomic import atomic_write_table
 
         atomic_write_table(pa.concat_tables(tables), Path(args.out))
         print(f"wrote {args.out}")
@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastcurate", description="Fast, exact curation of image-text pools.")
     parser.add_argument("--version", action="version", version=f"fastcurate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import curate_cli
-    from .embed import cli as embed_cli
+    from .stages.curate import cli as curate_cli
+    from .stages.embed import cli as embed_cli
 
     curate_cli.add_subcommands(sub)
     _add_match(sub)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import FormatError, InputError
-from .shards import atomic_write_bytes
+from .io.atomic import atomic_write_bytes
 
 __all__ = [
     "build_metadata",

@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import FormatError, InputError
-from ..shards import atomic_write_bytes, atomic_write_table, pick_column
+from ...errors import FormatError, InputError
+from ...io.atomic import atomic_write_bytes, atomic_write_table, pick_column
 
 __all__ = ["Sample", "iter_webdataset", "iter_parquet", "embed_shards", "ShardResult"]
 
@@ -206,9 +206,9 @@ def embed_shards(
     import pyarrow as pa
     from tqdm import tqdm
 
-    from .bundle import load_bundle
-    from .encoder import ClipEncoder, TextEncoder
-    from .score import clip_score
+    from ...models.bundle import load_bundle
+    from ...models.encoder import ClipEncoder, TextEncoder
+    from ...models.score import clip_score
 
     files: List[Path] = []
     for x in inputs:

@@ -13,7 +13,7 @@ from typing import Any, List, Sequence, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputTypeError
+from ..errors import InputTypeError
 
 ArrowChunkSpec = Tuple[Any, Any, Any, int, int, bool]
 TextsLike = Union[Sequence[str], "pa.Array", "pa.ChunkedArray", "np.ndarray"]

@@ -27,7 +27,7 @@ def plot_long_tail(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .shards import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for counts, label in ((counts_before, "before balancing"), (counts_after, "after balancing")):

@@ -326,7 +326,7 @@ def export_clip(
     overwrite: bool = True,
     check_parity: bool = True,
 ) -> Path:
-    """Export a CLIP model to a bundle directory that :class:`~fastcurate.embed.ClipEncoder` runs.
+    """Export a CLIP model to a bundle directory that :class:`~fastcurate.ClipEncoder` runs.
 
     Args:
         model: an open_clip model name ("ViT-B-32", "ViT-L-14", ...), a Hugging Face ``CLIPModel``
@@ -448,7 +448,7 @@ def make_text_bundle(
     overwrite: bool = True,
 ) -> Path:
     """Wrap any ONNX text encoder (token ids -> hidden states or pooled vectors) and its
-    ``tokenizer.json`` into a "text" bundle for :class:`~fastcurate.embed.TextEncoder`. No torch.
+    ``tokenizer.json`` into a "text" bundle for :class:`~fastcurate.TextEncoder`. No torch.
 
     ``pooling`` is "mean" (masked mean of the output, sentence-transformers style), "cls" or "none"
     (the output is already one vector per text). The embedding size is read from the ONNX output.

@@ -90,8 +90,8 @@ def format_summary(stats: dict, out: str) -> str:
 
 
 def _run_curate(args: argparse.Namespace) -> int:
-    from .curate import curate
-    from .errors import FastcurateError
+    from .stage import curate
+    from ...errors import FastcurateError
 
     try:
         stats = curate(
@@ -108,8 +108,8 @@ def _run_curate(args: argparse.Namespace) -> int:
 
 
 def _run_metadata_build(args: argparse.Namespace) -> int:
-    from .errors import FastcurateError
-    from .metadata import build_metadata, save_metadata
+    from ...errors import FastcurateError
+    from ...metadata import build_metadata, save_metadata
 
     try:
         entries = build_metadata(

@@ -16,18 +16,18 @@ __all__ = ["add_subcommands", "main"]
 
 def _cmd_export(a: argparse.Namespace) -> int:
     if a.text_model:
-        from .export import export_text_model
+        from ...models.export import export_text_model
 
         out = export_text_model(a.model, a.out, pooling=a.pooling, opset=a.opset, overwrite=a.overwrite)
     elif a.onnx:
-        from .export import make_text_bundle
+        from ...models.export import make_text_bundle
 
         if not a.tokenizer:
             raise SystemExit("--onnx needs --tokenizer tokenizer.json")
         out = make_text_bundle(a.onnx, a.tokenizer, a.out, pooling=a.pooling, precision=a.precision,
                                overwrite=a.overwrite)
     else:
-        from .export import export_clip
+        from ...models.export import export_clip
 
         out = export_clip(a.model, a.out, precision=a.precision, pretrained=a.pretrained,
                           variants=a.variants, opset=a.opset, overwrite=a.overwrite,
@@ -39,7 +39,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_embed(a: argparse.Namespace) -> int:
-    from .shards import embed_shards
+    from .stage import embed_shards
 
     res = embed_shards(a.inputs, a.model, a.out, text_only=a.text_only, device=a.device,
                        precision=a.precision, batch_size=a.batch_size, fast_preprocess=a.fast,
@@ -92,7 +92,7 @@ def add_subcommands(subparsers: Any) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Standalone entry point (``python -m fastcurate.embed.cli``) until the main CLI includes us."""
-    from ..errors import FastcurateError
+    from ...errors import FastcurateError
 
     ap = argparse.ArgumentParser(prog="fastcurate")
     sub = ap.add_subparsers(dest="command", required=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
 if TYPE_CHECKING:
     import pyarrow as pa
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["discover_inputs", "pick_column", "atomic_write_bytes", "atomic_write_table", "atomic_path"]
 

@@ -27,8 +27,8 @@ from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
-from .errors import InputError, InputTypeError
+from .. import _core
+from ..errors import InputError, InputTypeError
 
 __all__ = [
     "count_entries",

@@ -31,11 +31,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .balance import count_entries, entry_probs, hash_keys, p_to_t, t_for_target_size, t_to_p, expected_size
-from .balance import balance as _balance
-from .errors import FastcurateError, FormatError, InputError, InputTypeError
-from .metadata import load_metadata, save_metadata
-from .shards import atomic_path, atomic_write_bytes, discover_inputs, pick_column
+from ...kernels.balance import count_entries, entry_probs, hash_keys, p_to_t, t_for_target_size, t_to_p, expected_size
+from ...kernels.balance import balance as _balance
+from ...errors import FastcurateError, FormatError, InputError, InputTypeError
+from ...metadata import load_metadata, save_metadata
+from ...io.atomic import atomic_path, atomic_write_bytes, discover_inputs, pick_column
 
 __all__ = ["curate", "DEFAULT_T", "TEXT_COLUMN_CANDIDATES", "ID_COLUMN_CANDIDATES", "ENTRY_IDS_COLUMN"]
 
@@ -629,7 +629,7 @@ def curate(
     atomic_write_bytes(out / "entry_counts_curated.npy", _npy_bytes(counts_after))
     save_metadata(entries, out / "metadata.json")
     if plot:
-        from .report_plots import plot_long_tail
+        from ...plots import plot_long_tail
 
         plot_long_tail(counts, counts_after, t_val, out / "long_tail.png")
     _write_json(out / "stats.json", stats)

@@ -12,12 +12,11 @@ from .bundle import Bundle, load_bundle
 from .encoder import ClipEncoder, ImageBatch, TextEncoder
 from .preprocess import ImageError, PreprocessSpec, Preprocessor, decode_image
 from .score import clip_score, l2_normalize
-from .shards import embed_shards
 from .tokenizer import ClipTokenizer, HFTokenizer
 
 __all__ = [
     "Bundle", "load_bundle", "ClipEncoder", "TextEncoder", "ImageBatch", "ImageError", "PreprocessSpec",
-    "Preprocessor", "decode_image", "clip_score", "l2_normalize", "embed_shards", "ClipTokenizer",
+    "Preprocessor", "decode_image", "clip_score", "l2_normalize", "ClipTokenizer",
     "HFTokenizer", "export_clip", "export_text_model", "make_text_bundle",
 ]
 

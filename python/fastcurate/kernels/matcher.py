@@ -16,11 +16,11 @@ from typing import Any, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 
-from . import _core
+from .. import _core
 from ._texts import to_columns
-from .errors import FormatError, InputError, InputTypeError
-from .metadata import load_metadata
-from .shards import atomic_write_bytes
+from ..errors import FormatError, InputError, InputTypeError
+from ..metadata import load_metadata
+from ..io.atomic import atomic_write_bytes
 
 __all__ = ["Matcher", "MatchResult", "SpanResult", "MatcherWarning"]
 

@@ -101,7 +101,7 @@ class _Base:
 
 
 class ClipEncoder(_Base):
-    """Image and text embeddings from a CLIP bundle made by :func:`fastcurate.embed.export_clip`.
+    """Image and text embeddings from a CLIP bundle made by :func:`fastcurate.export_clip`.
 
     Args:
         bundle: bundle directory.
@@ -289,7 +289,7 @@ class TextEncoder(_Base):
     """Text embeddings from any ONNX text encoder plus its ``tokenizer.json`` (a "text" bundle).
 
     Typical use: caption-only pools with a sentence-transformers model such as all-MiniLM-L6-v2
-    (see :func:`fastcurate.embed.make_text_bundle`). A CLIP bundle also works (its text tower).
+    (see :func:`fastcurate.make_text_bundle`). A CLIP bundle also works (its text tower).
     """
 
     def __init__(self, bundle: Union[str, Path, Bundle], device: str = "auto", precision: str = "auto",
