@@ -1,7 +1,9 @@
 """fastcurate: fast, exact curation of web image-text pools into CLIP training sets.
 
 The hot loops are C++17 kernels (``fastcurate._core``); this package is their typed Python API.
-See the README for a tour and DESIGN.md for the semantics each stage reproduces.
+Layout: ``io`` (shard discovery, readers, atomic writers), ``kernels`` (the C++-backed kernels),
+``models`` (ONNX encoders), ``runner`` (the stage contract and its runners), ``stages`` (one folder
+per stage). See the README for a tour and docs/ for each stage's exact semantics.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .models import (
 )
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
 from .metadata import build_metadata, load_metadata, save_metadata
+from .runner import Batch, Context, Result, Stage, run_stage
 
 __version__ = "0.1.0"
 
@@ -60,6 +63,11 @@ __all__ = [
     "hash_keys",
     "uniform_draws",
     "curate",
+    "run_stage",
+    "Stage",
+    "Batch",
+    "Result",
+    "Context",
     "ClipEncoder",
     "ClipTokenizer",
     "TextEncoder",

@@ -1,0 +1,395 @@
+"""The local runner: runs one stage over its inputs on this machine (docs/runner.md).
+
+It owns, for every stage: the output directory's life cycle (new, resumed, finished, refused),
+the manifest, the global pass and its per-shard markers, the per-shard pass, the error policy, the
+progress bars, the accounting and ``stats.json``. Shards run one after another; the stage's
+kernels use the threads. Memory holds about one batch per shard in flight.
+
+Output directory::
+
+    DIR/part-NNNNN.parquet        kept rows: uid + input columns + the stage's columns
+    DIR/drops/part-NNNNN.parquet  dropped rows: uid, stage, reason, detail
+    DIR/stats.json                accounting, the manifest, the stage's statistics (written last)
+    DIR/timings.json              wall time per phase (not part of the byte-identical result)
+    DIR/<stage files>             e.g. entry_counts.npy, clusters.parquet
+    DIR/_work/                    resume state while running; removed when the run finishes
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+from ..errors import FastcurateError, FormatError, InputError
+from ..io.atomic import atomic_write_json, read_json, remove_stale_temps
+from ..io.columns import ROLE_FLAGS, ROLES
+from ..io.discover import ShardRef, discover_shards, is_stage_output
+from .shard import ShardReadError, done_marker, known_rows, process_shard, scan_marker, scan_shard
+from .stage import RUNNER_REASONS, Context, Stage
+
+__all__ = ["run_stage", "ON_ERROR"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+ON_ERROR = ("fail", "skip")
+_WORK = "_work"
+_FORMAT = 2  # the layout of a stage output directory
+
+
+def _log_to_stderr(stage: str) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        print(f"fastcurate {stage}: {msg}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def _fingerprint(shards: List[ShardRef]) -> List[Dict[str, Any]]:
+    out = []
+    for s in shards:
+        st = s.path.stat()
+        out.append({"file": str(s.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _clear(out: Path) -> None:
+    """Remove a fastcurate run's files from ``out`` (and nothing else)."""
+    shutil.rmtree(out / _WORK, ignore_errors=True)
+    shutil.rmtree(out / "drops", ignore_errors=True)
+    for f in out.glob("part-*.parquet"):
+        f.unlink()
+    for name in ("stats.json", "timings.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _progress(total: Optional[int], desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=not enabled, dynamic_ncols=True,
+                leave=False)
+
+
+def _prepare_out(out: Path, manifest: Dict[str, Any], stage: Stage, overwrite: bool,
+                 log: Callable[[str], None]) -> Optional[Dict[str, Any]]:
+    """Make ``out`` ready. Returns the stats of a finished identical run (nothing to do), else None."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a directory; give a directory path")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    stats_path = out / "stats.json"
+    mpath = out / _WORK / "manifest.json"
+    if stats_path.is_file():
+        try:
+            prev = read_json(stats_path)
+        except ValueError:
+            prev = {}
+        old = prev.get("manifest", {})
+        if old == manifest:
+            # Finished before; a kill may have come before the clean-up: finish it.
+            shutil.rmtree(out / _WORK, ignore_errors=True)
+            log(f"{out} already holds this finished run; nothing to do (use --overwrite to redo it)")
+            return prev
+        if overwrite:
+            log(f"--overwrite: removing the finished {old.get('stage', '?')} run in {out}")
+            _clear(out)
+            return None
+        what = (f"a finished {old.get('stage')} run" if old.get("stage") != stage.name
+                else f"a finished {stage.name} run with other inputs or options (differs in: "
+                     f"{', '.join(_diff(old, manifest)) or 'format'})")
+        raise InputError(f"{out} holds {what}; use another --out, or --overwrite to replace it")
+    if mpath.is_file():
+        try:
+            old = read_json(mpath)
+        except ValueError:
+            old = {}
+        if old == manifest:
+            return None  # resume
+        # An unfinished run of other inputs or options cannot be resumed and holds no result.
+        log(f"discarding the unfinished {old.get('stage', '?')} run in {out} (other inputs or options: "
+            f"{', '.join(_diff(old, manifest)) or 'format'})")
+        _clear(out)
+        return None
+    if _only_start_debris(out):
+        _clear(out)  # a run killed while starting: nothing was written yet
+        return None
+    raise InputError(f"{out} exists and holds files that are not a fastcurate run; use an empty or new --out")
+
+
+def _only_start_debris(out: Path) -> bool:
+    """True when ``out`` holds only what a run killed before writing its manifest can leave: the
+    empty ``_work``/``drops`` directories and unfinished temp files."""
+    for p in out.iterdir():
+        if p.is_dir() and p.name in (_WORK, "drops"):
+            if any(f.is_file() and not f.name.endswith(".tmp") for f in p.rglob("*")):
+                return False
+        elif not (p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")):
+            return False
+    return True
+
+
+def run_stage(
+    stage: Stage,
+    inputs: Union[PathLike, Sequence[PathLike]],
+    out: PathLike,
+    *,
+    columns: Optional[Mapping[str, Optional[str]]] = None,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    threads: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+    _after_shard: Optional[Callable[[str, int], None]] = None,
+) -> Dict[str, Any]:
+    """Run ``stage`` over ``inputs`` into ``out``; returns the content of ``stats.json``.
+
+    Args:
+        inputs: files, directories (searched recursively; a stage output directory gives its
+            ``part-*.parquet``) and globs of Parquet, WebDataset ``.tar``, CSV/TSV and JSONL shards.
+        out: the output directory. A run killed at any point resumes here from its finished shards
+            and gives byte-identical outputs; a finished identical run is not redone.
+        columns: the column per role (``id``, ``text``, ``image``, ``url``, ``width``, ``height``);
+            None or a missing role: the role's default names (fastcurate.io.columns).
+        on_error: ``"fail"`` (or ``"raise"``) stops at an unreadable shard or one without a needed
+            column; ``"skip"`` records it in ``stats["bad_shards"]`` and goes on.
+        overwrite: replace a finished run of other inputs or options found in ``out``.
+        threads: threads for the stage's kernels (None: all cores). Results do not depend on it.
+        batch_size: rows per batch (and per output row group); None: the stage's default.
+    """
+    if on_error == "raise":
+        on_error = "fail"
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    if batch_size is None:
+        batch_size = int(stage.batch_size)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    given: Dict[str, Optional[str]] = {r: None for r in ROLES}
+    for role, name in (columns or {}).items():
+        if role not in ROLE_FLAGS:
+            raise InputError(f"unknown column role {role!r}; the roles are {list(ROLES)}")
+        given[role] = name
+    log = log or _log_to_stderr(stage.name)
+    stage.check_requires()
+    t_start = time.perf_counter()
+
+    out = Path(out)
+    shards = discover_shards(inputs, exclude=[out])
+    input_dirs = sorted({s.path.parent for s in shards if is_stage_output(s.path.parent)})
+    manifest = {"format": _FORMAT, "stage": stage.name, "version": stage.version, "config": stage.config(),
+                "columns": {k: v for k, v in given.items() if v is not None}, "batch_size": batch_size,
+                "inputs": _fingerprint(shards)}
+    # Round-trip through JSON so that tuples/lists and int/float keys compare as they are stored.
+    import json
+
+    manifest = json.loads(json.dumps(manifest))
+    done_stats = _prepare_out(out, manifest, stage, overwrite, log)
+    if done_stats is not None:
+        return done_stats
+    work = out / _WORK
+    stale = remove_stale_temps(out, out / "drops", work, work / "scan", work / "done",
+                               *[p for p in (work / "shards").glob("*") if p.is_dir()])
+    atomic_write_json(work / "manifest.json", manifest)  # first: from here on the directory is a run
+    for d in (work / "scan", work / "done", out / "drops"):
+        d.mkdir(parents=True, exist_ok=True)
+    ctx = Context(stage=stage.name, out=out, work=work, inputs=shards, input_dirs=input_dirs, threads=threads,
+                  progress=progress, log=log)
+    n_scanned = sum(scan_marker(ctx, s).is_file() for s in shards)
+    n_done = sum(done_marker(ctx, s).is_file() for s in shards)
+    if n_scanned or n_done:
+        log(f"resuming in {out}: " + (f"{n_scanned} of {len(shards)} shards scanned, " if stage.scans else "")
+            + f"{n_done} of {len(shards)} processed" + (f"; removed {stale} unfinished temp files" if stale else ""))
+
+    bad: Dict[int, Dict[str, Any]] = {}
+
+    def fail_or_skip(shard: ShardRef, e: FastcurateError, phase: str, rows: int) -> None:
+        if on_error == "fail":
+            msg = str(e)
+            raise type(e)(f"{msg} (or pass --on-error skip to skip such shards and record them)") from None
+        log(f"skipping bad shard {shard.path}: {e}")
+        bad[shard.index] = {"file": str(shard.path), "rows": rows, "error": str(e), "phase": phase, "bad": True}
+
+    timings: Dict[str, float] = {}
+    # ---- the global pass
+    state: Optional[Dict[str, Any]] = None
+    scan_rows: Dict[int, int] = {}
+    if stage.scans:
+        t0 = time.perf_counter()
+        summaries: List[Optional[Dict[str, Any]]] = []
+        with _progress(_known_total(shards), f"{stage.name}: scan", progress) as bar:
+            for s in shards:
+                m = scan_marker(ctx, s)
+                if m.is_file():
+                    rec = read_json(m)
+                    bar.update(rec["rows"])
+                else:
+                    try:
+                        rec = scan_shard(stage, ctx, s, given, batch_size, bar)
+                    except (ShardReadError, FormatError, InputError) as e:
+                        rec = {"file": str(s.path), "rows": known_rows(s), "error": str(e), "bad": True}
+                        fail_or_skip(s, e, "scan", rec["rows"])
+                        atomic_write_json(m, rec)
+                    if _after_shard is not None:
+                        _after_shard("scan", s.index)
+                if rec.get("bad"):
+                    bad[s.index] = dict(rec, phase="scan")
+                    summaries.append(None)
+                else:
+                    scan_rows[s.index] = int(rec["rows"])
+                    summaries.append(rec["summary"])
+        _all_bad_check(shards, bad)
+        timings["scan_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rpath = work / "reduce.json"
+        if rpath.is_file():
+            state = read_json(rpath)
+        else:
+            state = stage.reduce(ctx, summaries)
+            atomic_write_json(rpath, state)
+        timings["reduce_s"] = time.perf_counter() - t0
+
+    # ---- the per-shard pass
+    t0 = time.perf_counter()
+    records: Dict[int, Dict[str, Any]] = {}
+    todo = [s for s in shards if s.index not in bad]
+    try:
+        stage.setup(ctx, state)
+        with _progress(_known_total(todo), f"{stage.name}", progress) as bar:
+            for s in todo:
+                m = done_marker(ctx, s)
+                bad_m = work / "done" / f"{s.index:05d}.bad.json"
+                if m.is_file():
+                    rec = read_json(m)
+                    bar.update(rec["rows"])
+                elif bad_m.is_file():
+                    rec = read_json(bad_m)
+                else:
+                    try:
+                        rec = process_shard(stage, ctx, s, given, batch_size, bar)
+                    except (ShardReadError, FormatError, InputError) as e:
+                        # Damage in columns the global pass did not read: the shard's part in the
+                        # global state stays (finished shards depend on it); its rows are dropped.
+                        rows = scan_rows.get(s.index, 0) or known_rows(s)
+                        rec = {"file": str(s.path), "rows": rows, "error": str(e), "bad": True}
+                        fail_or_skip(s, e, "process", rows)
+                        atomic_write_json(bad_m, rec)
+                    if _after_shard is not None:
+                        _after_shard("process", s.index)
+                if rec.get("bad"):
+                    bad[s.index] = dict(rec, phase="process")
+                else:
+                    records[s.index] = rec
+        if not stage.scans:
+            _all_bad_check(shards, bad)
+        timings["process_s"] = time.perf_counter() - t0
+
+        # ---- accounting, stage outputs, stats.json (last: it marks the run finished)
+        t0 = time.perf_counter()
+        good = [records[i] for i in sorted(records)]
+        stage_stats = stage.finalize(ctx, good, state)
+        timings["finalize_s"] = time.perf_counter() - t0
+    finally:
+        stage.teardown()
+
+    dropped = {r: 0 for r in list(RUNNER_REASONS) + list(stage.reasons)}
+    for rec in good:
+        for k, v in rec["dropped"].items():
+            dropped[k] = dropped.get(k, 0) + int(v)
+    dropped["bad_shard"] += sum(int(b["rows"]) for b in bad.values())
+    rows_in = sum(int(r["rows"]) for r in good) + sum(int(b["rows"]) for b in bad.values())
+    rows_kept = sum(int(r["kept"]) for r in good)
+    if rows_in != rows_kept + sum(dropped.values()):
+        raise FastcurateError(f"row accounting is off: rows_in={rows_in}, kept={rows_kept}, dropped={dropped}")
+    warnings = _warnings(stage, good, rows_in, rows_kept, dropped)
+    for w in warnings:
+        log(f"warning: {w}")
+    first = good[0] if good else {}
+    stats: Dict[str, Any] = {
+        "stage": stage.name,
+        "rows_in": rows_in,
+        "rows_kept": rows_kept,
+        "rows_dropped": dropped,
+        "reasons": {**RUNNER_REASONS, **stage.reasons},
+        "shards_in": len(shards),
+        "shards_out": len(good),
+        "bad_shards": [{"file": b["file"], "rows": int(b["rows"]), "error": b["error"], "phase": b["phase"]}
+                       for _, b in sorted(bad.items())],
+        "outputs": [s.part_name for s in shards if s.index in records],
+        "columns": first.get("roles", {}),
+        "id_source": first.get("id_source"),
+        "warnings": warnings,
+        stage.name: stage_stats,
+        "manifest": manifest,
+    }
+    for s in shards:  # a shard that failed in the process pass may have left no part; make sure
+        if s.index not in records:
+            (out / s.part_name).unlink(missing_ok=True)
+            (out / "drops" / s.part_name).unlink(missing_ok=True)
+    timings["total_s"] = time.perf_counter() - t_start
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["rows_per_s"] = round(rows_in / timings["total_s"], 1) if timings["total_s"] > 0 else 0.0
+    timings["resumed"] = bool(n_scanned or n_done)
+    atomic_write_json(out / "timings.json", timings)
+    atomic_write_json(out / "stats.json", stats)
+    shutil.rmtree(work, ignore_errors=True)
+    return stats
+
+
+def _known_total(shards: List[ShardRef]) -> Optional[int]:
+    """Total rows for the progress bar when every shard's footer tells it (Parquet), else None."""
+    if not shards or any(s.format != "parquet" for s in shards):
+        return None
+    import pyarrow.parquet as pq
+
+    total = 0
+    for s in shards:
+        try:
+            total += pq.ParquetFile(s.path).metadata.num_rows
+        except Exception:
+            return None
+    return total
+
+
+def _all_bad_check(shards: List[ShardRef], bad: Dict[int, Dict[str, Any]]) -> None:
+    if shards and len(bad) == len(shards):
+        lines = "; ".join(f"{b['file']}: {b['error']}" for _, b in sorted(bad.items())[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise InputError(f"no input shard could be read ({len(shards)} skipped): {lines}{more}")
+
+
+def _warnings(stage: Stage, good: List[Dict[str, Any]], rows_in: int, rows_kept: int,
+              dropped: Dict[str, int]) -> List[str]:
+    out = []
+    # A needed column that is null in every row is almost always the wrong column.
+    for role in stage.needs:
+        total_null = sum(int(r.get("nulls", {}).get(role, 0)) for r in good)
+        seen = sum(int(r["rows"]) - int(r["dropped"].get("null_id", 0)) for r in good if role in r.get("nulls", {}))
+        if seen and total_null == seen:
+            col = next((r["roles"].get(role) for r in good if r.get("roles", {}).get(role)), role)
+            out.append(f"the {role} column {col!r} is null in all {seen:,} rows; "
+                       f"pick the right column with {ROLE_FLAGS[role]} NAME")
+    if good and good[0].get("id_source") == "row":
+        out.append("the input has no id column and no URL: rows are named <file>:<row>, which does not "
+                   "survive re-sharding; give an id column with --id-column")
+    if rows_in == 0:
+        out.append("the input holds no rows")
+    elif rows_kept == 0:
+        top = max(dropped.items(), key=lambda kv: kv[1])
+        out.append(f"no row was kept: {top[1]:,} of {rows_in:,} dropped as {top[0]!r}")
+    return out
