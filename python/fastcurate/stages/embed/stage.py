@@ -10,6 +10,7 @@ dropped with the decoder's reason; an image+text pool keeps an image without cap
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["EmbedStage", "embed_shards"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 # decoder reason (fastcurate.models.preprocess.ImageError.reason) -> drop reason
 _IMAGE_REASONS = {"empty": "empty_image", "undecodable": "undecodable", "truncated": "truncated_image",
@@ -160,7 +163,8 @@ class EmbedStage(Stage):
                 for j in np.flatnonzero(~ib.ok):
                     code, _, msg = (ib.reasons[j] or "undecodable: ").partition(":")
                     reason[rows[j]] = _IMAGE_REASONS.get(code.strip(), "undecodable")
-                    detail[rows[j]] = msg.strip() or None
+                    # object reprs carry memory addresses: drop them so reruns write the same bytes
+                    detail[rows[j]] = _ADDRESS.sub("", msg).strip() or None
         keep = np.array([r is None for r in reason], dtype=bool)
         sel = keep & has_text
         if sel.any():
