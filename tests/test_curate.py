@@ -432,3 +432,30 @@ def test_metadata_build_cli(tmp_path, capsys):
     assert "wrote 101 entries" in capsys.readouterr().out
     assert main(["metadata", "build", "--wordnet", str(tmp_path), "--out", str(out)]) == 1
     assert "wordnet-base" in capsys.readouterr().err
+
+
+def test_index_output_equals_rows_output_and_writes_datacomps_subset(tmp_path, table):
+    from fastcurate.kernels.balance import uniform_draws, keep_probabilities
+
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    rows = curate([src], tmp_path / "rows", metadata=ENTRIES, t=12, seed=5, progress=False)
+    idx = curate([src], tmp_path / "idx", metadata=ENTRIES, t=12, seed=5, progress=False, output="index")
+    assert idx["rows_dropped"] == rows["rows_dropped"] and idx["rows_kept"] == rows["rows_kept"]
+    r, i = read_out(tmp_path / "rows"), read_out(tmp_path / "idx")
+    assert i.column_names == ["uid", "entry_ids", "draw"]
+    assert r.column("uid").to_pylist() == i.column("uid").to_pylist()
+    assert r.column("entry_ids").to_pylist() == i.column("entry_ids").to_pylist()
+    # the draw is the row's uniform: below its keep probability for every kept row
+    draws = i.column("draw").to_numpy()
+    assert np.array_equal(draws, uniform_draws(i.column("uid"), seed=5))
+    probs = entry_probs(np.load(tmp_path / "idx" / "entry_counts.npy"), 12.0)
+    ent = i.column("entry_ids").to_pylist()
+    offs = np.concatenate([[0], np.cumsum([len(e) for e in ent])]).astype(np.int64)
+    kp = keep_probabilities((offs, np.array([x for e in ent for x in e], np.int32)), probs)
+    assert (draws < kp).all()
+    # DataComp's subset file: sorted (u8, u8) halves of the 128-bit hex uids, as its baselines write it
+    sub = np.load(tmp_path / "idx" / "subset.npy")
+    ref = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in i.column("uid").to_pylist()], np.dtype("u8,u8"))
+    ref.sort()
+    assert sub.dtype == np.dtype("u8,u8") and np.array_equal(sub, ref)
+    assert idx["curate"]["subset_file"] == "subset.npy" and rows["curate"]["subset_file"] is None

@@ -150,7 +150,9 @@ def output_schema(stage: Stage, reader: ShardReader, roles: Roles) -> Tuple["pa.
     added_names = {f.name for f in added}
     if UID in added_names:
         raise InputError(f"stage {stage.name} may not write a column named {UID!r}")
-    kept = [f for f in reader.schema if f.name != UID and f.name not in added_names]
+    wanted = _read_columns(reader, roles, stage.process_roles())
+    kept = [f for f in reader.schema if f.name != UID and f.name not in added_names
+            and (wanted is None or f.name in wanted and f.name != roles.columns.get("id"))]
     return pa.schema([pa.field(UID, pa.string())] + kept + added), [f.name for f in kept], added
 
 
@@ -177,7 +179,8 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
     rows = 0
     kept = 0
     dropped: Dict[str, int] = {}
-    nulls = {r: 0 for r in stage.needs if r in roles}
+    read = _read_columns(reader, roles, stage.process_roles())
+    nulls = {r: 0 for r in stage.needs if r in roles and (read is None or roles.columns[r] in read)}
     dschema = drop_schema()
     reasons = set(stage.reasons)
     part = AtomicParquetWriter(ctx.out / shard.part_name, schema)
@@ -198,9 +201,11 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
         pending: List[Batch] = []
 
         def batches() -> Iterator[Batch]:
-            for b in _valid_batches(reader, roles, shard, None, on_null):
+            for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.process_roles()), on_null):
                 for r in nulls:
-                    nulls[r] += b.require(r).null_count
+                    col = b.column(r)  # absent when the stage's process pass does not read it
+                    if col is not None:
+                        nulls[r] += col.null_count
                 pending.append(b)
                 yield b
 

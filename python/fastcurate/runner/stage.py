@@ -180,6 +180,13 @@ class Stage:
         """The columns this stage adds to its input's (same types for every batch)."""
         return []
 
+    def process_roles(self) -> Optional[Sequence[str]]:
+        """The roles the per-shard pass reads. None (the default): every column, all passed on to
+        the output. A tuple: only those roles' columns (and the id) are read, and the output holds
+        only ``uid``, those columns and the stage's (an index-style output that needs no second
+        full read of the shards)."""
+        return None
+
     def scan_roles(self) -> Sequence[str]:
         """The roles :meth:`scan` reads (only those columns are read in the global pass)."""
         return tuple(self.needs) + tuple(self.wants)

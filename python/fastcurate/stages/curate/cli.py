@@ -32,6 +32,10 @@ def register(sub: Any) -> None:
     g.add_argument("--target-size", type=float, default=None, metavar="N",
                    help="pick t so that the expected output size is N rows")
     s.add_argument("--seed", type=int, default=0, help="seed of the per-row draw (default 0)")
+    s.add_argument("--output", choices=("rows", "index"), default="rows",
+                   help="rows: the kept rows with all their columns (default; feeds the next stage); index: only "
+                        "uid, entry_ids and the draw, without a second read of the shards, plus DataComp's "
+                        "subset.npy when uids are 128-bit hex")
     s.add_argument("--no-plot", action="store_true", help="do not write long_tail.png")
     c.set_defaults(func=_run_curate)
 
@@ -74,7 +78,7 @@ def _run_curate(args: argparse.Namespace) -> int:
     from .stage import CurateStage
 
     stage = CurateStage(args.metadata, t=args.t, p=args.p, target_size=args.target_size, seed=args.seed,
-                        plot=not args.no_plot)
+                        plot=not args.no_plot, output=args.output)
     return run_from_args(args, stage, describe)
 
 

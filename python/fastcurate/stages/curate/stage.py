@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 
 import numpy as np
 
+from ... import _core
 from ...errors import FastcurateError, InputError
 from ...io.atomic import atomic_write_npy
 from ...io.columns import Roles
@@ -40,6 +41,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_T = 20000  # MetaCLIP's (and OpenAI CLIP's) t for 400M pairs
 ENTRY_IDS_COLUMN = "entry_ids"
+DRAW_COLUMN = "draw"
+# rows: the kept rows with every input column; index: uid, entry_ids and the draw only (no second
+# read of the shards' other columns), plus DataComp's subset file when uids are 128-bit hex.
+OUTPUTS = ("rows", "index")
+SUBSET_FILE = "subset.npy"
 
 
 def _load_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,7 +91,11 @@ class CurateStage(Stage):
         seed: int = 0,
         plot: bool = True,
         matcher: Any = None,
+        output: str = "rows",
     ):
+        if output not in OUTPUTS:
+            raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
         given = [name for name, v in (("t", t), ("p", p), ("target_size", target_size)) if v is not None]
         if len(given) > 1:
             raise InputError(f"give at most one of t, p, target_size (got {', '.join(given)})")
@@ -130,21 +140,32 @@ class CurateStage(Stage):
 
     def config(self) -> Dict[str, Any]:
         return {"metadata_sha256": self.meta_sha, "mode": self.mode, "t": self.t, "p": self.p,
-                "target_size": self.target_size, "seed": self.seed}
+                "target_size": self.target_size, "seed": self.seed, "output": self.output}
 
     def output_fields(self, schema: "pa.Schema", roles: Roles) -> List["pa.Field"]:
         import pyarrow as pa
 
-        return [pa.field(ENTRY_IDS_COLUMN, pa.list_(pa.int32()))]
+        fields = [pa.field(ENTRY_IDS_COLUMN, pa.list_(pa.int32()))]
+        if self.output == "index":
+            fields.append(pa.field(DRAW_COLUMN, pa.float64()))
+        return fields
+
+    def process_roles(self) -> Optional[Sequence[str]]:
+        # index output: the per-shard pass reads only the ids; everything else is in the work files
+        return () if self.output == "index" else None
 
     # ---- global pass
     def scan(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Dict[str, Any]:
         offs: List[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         idss: List[np.ndarray] = []
         keys: List[np.ndarray] = []
+        nulls: List[np.ndarray] = []
         base = 0
         for b in batches:
-            r = self.matcher.match(b.require("text"), threads=ctx.threads)
+            text = b.require("text")
+            if text.null_count:
+                nulls.append(b.offset + np.flatnonzero(text.is_null().to_numpy(zero_copy_only=False)))
+            r = self.matcher.match(text, threads=ctx.threads)
             o = np.asarray(r.offsets, dtype=np.int64)
             offs.append(o[1:] - o[0] + base)
             base += int(o[-1] - o[0])
@@ -155,6 +176,8 @@ class CurateStage(Stage):
         atomic_write_npy(d / "offsets.npy", offsets)
         atomic_write_npy(d / "ids.npy", np.concatenate(idss) if idss else np.zeros(0, np.int32))
         atomic_write_npy(d / "keys.npy", np.concatenate(keys) if keys else np.zeros(0, np.uint64))
+        # rows whose caption is null (the process pass may not read the captions again)
+        atomic_write_npy(d / "null_text.npy", np.concatenate(nulls) if nulls else np.zeros(0, np.int64))
         return {"matched": int(np.count_nonzero(np.diff(offsets)))}
 
     def reduce(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
@@ -187,6 +210,7 @@ class CurateStage(Stage):
         d = ctx.shard_work(shard)
         offsets, ids, kh = _load_csr(d, mmap=False)
         keep = balance((offsets, ids), self._probs, None, seed=self.seed, threads=ctx.threads, key_hashes=kh)
+        draws = _core.uniform_draws(kh, self.seed) if self.output == "index" else None
         kept_counts = np.zeros(len(self.entries), dtype=np.uint64)
         for b in batches:
             n = len(b)
@@ -204,11 +228,13 @@ class CurateStage(Stage):
             drop = ~k
             reason = np.full(int(drop.sum()), "not_sampled", dtype=object)
             if reason.size:
-                text_null = b.require("text").is_null().to_numpy(zero_copy_only=False)[drop]
                 no_match = (lens == 0)[drop]
                 reason[no_match] = "no_match"
-                reason[text_null] = "null_text"
-            yield Result(keep=k, reason=reason, columns={ENTRY_IDS_COLUMN: ent})
+                reason[_null_text(d, lo, hi)[drop]] = "null_text"
+            cols: Dict[str, Any] = {ENTRY_IDS_COLUMN: ent}
+            if draws is not None:
+                cols[DRAW_COLUMN] = draws[lo:hi]
+            yield Result(keep=k, reason=reason, columns=cols)
         atomic_write_npy(d / "kept_counts.npy", kept_counts)
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -230,7 +256,12 @@ class CurateStage(Stage):
             from ...plots import plot_long_tail
 
             plot_long_tail(counts, after, t_val, ctx.out / "long_tail.png")
+        subset = None
+        if self.output == "index":
+            subset = _write_datacomp_subset(ctx, shards)
         return {
+            "output": self.output,
+            "subset_file": subset,
             "t": t_val,
             "p": t_to_p(counts, t_val) if counts.any() else None,
             "threshold_from": self.mode,
@@ -245,6 +276,66 @@ class CurateStage(Stage):
             "matches_after": int(after.sum()),
             "plot": "long_tail.png" if self.plot else None,
         }
+
+
+def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Optional[str]:
+    """DataComp's subset file (``baselines``: a sorted ``.npy`` of ``(u8, u8)`` pairs, the two
+    halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts: List[np.ndarray] = []
+    for s in ctx.inputs:
+        f = ctx.out / s.part_name
+        if not f.is_file():
+            continue
+        uid = pq.read_table(f, columns=["uid"]).column("uid").combine_chunks()
+        if len(uid) == 0:
+            continue
+        ok = pc.match_substring_regex(uid, r"^[0-9a-fA-F]{32}$")
+        if not pc.all(ok).as_py():
+            return None
+        pair = hex128_pairs(uid)
+        parts.append(pair)
+    if not parts:
+        return None
+    allp = np.concatenate(parts)
+    allp.sort()
+    atomic_write_npy(ctx.out / SUBSET_FILE, allp)
+    return SUBSET_FILE
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def hex128_pairs(uid: "pa.Array") -> np.ndarray:
+    """32-hex-digit strings (a string Array without nulls, each exactly 32 characters) as DataComp's
+    ``(u8, u8)`` pairs: ``(int(uid[:16], 16), int(uid[16:], 16))``, vectorised over the Arrow
+    buffer (the strings are contiguous 32-byte records)."""
+    n = len(uid)
+    _, obuf, dbuf = uid.buffers()
+    offsets = np.frombuffer(obuf, dtype=np.int32, count=n + 1, offset=uid.offset * 4)
+    raw = np.frombuffer(dbuf, dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(n, 32)
+    nib = _HEX[raw].astype(np.uint64)
+    if (nib == 255).any():
+        raise InputError("uids are not hexadecimal")
+    shifts = np.arange(60, -1, -4, dtype=np.uint64)
+    out = np.empty(n, dtype=np.dtype("u8,u8"))
+    out["f0"] = (nib[:, :16] << shifts).sum(axis=1, dtype=np.uint64)
+    out["f1"] = (nib[:, 16:] << shifts).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def _null_text(d: Path, lo: int, hi: int) -> np.ndarray:
+    """A bool per row in [lo, hi): the caption is null (from the scan's record)."""
+    rows = np.load(d / "null_text.npy", mmap_mode="r")
+    out = np.zeros(hi - lo, dtype=bool)
+    sel = rows[(rows >= lo) & (rows < hi)]
+    out[sel - lo] = True
+    return out
 
 
 def _kept_offsets(lens: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -271,6 +362,7 @@ def curate(
     overwrite: bool = False,
     plot: bool = True,
     matcher: Any = None,
+    output: str = "rows",
     _after_shard: Optional[Callable[[str, int], None]] = None,
 ) -> Dict[str, Any]:
     """Curate a pool the MetaCLIP way; returns the ``stats.json`` content (curation statistics
@@ -294,10 +386,14 @@ def curate(
         overwrite: replace a finished run of other inputs or options in ``out``.
         matcher: an object with ``match(texts, threads=...)`` returning a CSR match result (default:
             ``fastcurate.Matcher(entries, mode="metaclip")``).
+        output: ``"rows"`` (the kept rows with all their columns) or ``"index"`` (``uid``,
+            ``entry_ids`` and the ``draw`` of each kept row, without re-reading the other columns,
+            plus DataComp's ``subset.npy`` when every uid is 32 hex digits).
     """
     from ...runner.local import run_stage
 
-    stage = CurateStage(metadata, t=t, p=p, target_size=target_size, seed=seed, plot=plot, matcher=matcher)
+    stage = CurateStage(metadata, t=t, p=p, target_size=target_size, seed=seed, plot=plot, matcher=matcher,
+                        output=output)
     return run_stage(stage, inputs, out, columns={"text": text_column, "id": id_column}, on_error=on_error,
                      overwrite=overwrite, threads=threads, batch_size=batch_size, progress=progress,
                      _after_shard=_after_shard)
