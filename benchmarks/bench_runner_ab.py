@@ -50,17 +50,29 @@ def build_before(rev: str) -> Path:
     return d
 
 
-def run(cmd: List[str], pythonpath: Path) -> Dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(pythonpath), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", ""))
+# The CLI run through runpy, printing the process's own peak RSS (VmHWM) at exit: ru_maxrss from
+# wait4 would carry the parent's peak across the exec.
+WRAP = """
+import atexit, runpy, sys
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    print(f"VMHWM_KB {kb}", file=sys.stderr)
+atexit.register(_hwm)
+sys.argv = ["fastcurate"] + sys.argv[1:]
+runpy.run_module("fastcurate", run_name="__main__")
+"""
+
+
+def run(args: List[str], pythonpath: Path) -> Dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run([sys.executable, "-c", WRAP, *args], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    out, err = p.stdout.read().decode(), p.stderr.read().decode()  # type: ignore[union-attr]
-    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
-    return {"s": wall, "rss_mb": ru.ru_maxrss / 1024.0, "stdout": out}  # type: ignore[dict-item]
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(args)}\n{p.stderr[-3000:]}")
+    kb = next(int(l.split()[1]) for l in p.stderr.splitlines() if l.startswith("VMHWM_KB"))
+    return {"s": wall, "rss_mb": kb / 1024.0}
 
 
 def kept(out: Path) -> int:
@@ -122,11 +134,10 @@ def main() -> int:
     files = [str(f) for f in sorted(pool.glob("shard-*.parquet"))]
     photos = embed_inputs(a.photos)
     bundle = tiny_bundle()
-    py = sys.executable
     jobs = {
-        "curate": lambda out: [py, "-m", "fastcurate", "curate", *files, "--out", str(out), "--t", "2000",
+        "curate": lambda out: ["curate", *files, "--out", str(out), "--t", "2000",
                                "--no-progress", "--overwrite"],
-        "embed": lambda out: [py, "-m", "fastcurate", "embed", str(photos), "--model", str(bundle), "--out", str(out),
+        "embed": lambda out: ["embed", str(photos), "--model", str(bundle), "--out", str(out),
                               "--device", "cpu", "--no-progress"],
     }
     load0 = os.getloadavg()

@@ -166,6 +166,31 @@ def _to_arrow(values: Any, f: "pa.Field") -> "pa.Array":
     return pa.array(values, type=f.type)
 
 
+def _reasons(stage: Stage, res: Result, keep: np.ndarray, nd: int) -> Tuple["pa.Array", Dict[str, int]]:
+    """The dropped rows' reasons as a string column, and the count per reason."""
+    import pyarrow as pa
+
+    if res.codes is not None:
+        names = list(res.code_names or [])
+        c = np.asarray(res.codes)[~keep]
+        if len(c) and (int(c.min()) < 1 or int(c.max()) >= len(names)):
+            raise FastcurateError(f"stage {stage.name}: drop codes outside 1..{len(names) - 1}")
+        counts = np.bincount(c, minlength=len(names))
+        uniq = {names[i]: int(n) for i, n in enumerate(counts) if n}
+        arr = pa.DictionaryArray.from_arrays(pa.array(c.astype(np.int32)), pa.array(names, pa.string()))
+        return arr.cast(pa.string()), uniq
+    reason = res.reason
+    if reason is None:
+        raise FastcurateError(f"stage {stage.name} dropped rows without a reason")
+    if isinstance(reason, str):
+        return pa.repeat(pa.scalar(reason, pa.string()), nd), {reason: nd}
+    r_np = np.asarray(reason, dtype=object)
+    if len(r_np) != nd:
+        raise FastcurateError(f"stage {stage.name}: {len(r_np)} reasons for {nd} dropped rows")
+    u, cnt = np.unique(r_np.astype(str), return_counts=True)
+    return pa.array(r_np.tolist(), pa.string()), dict(zip(u.tolist(), (int(x) for x in cnt)))
+
+
 def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
                   batch_size: int, bar: Any = None) -> Dict[str, Any]:
     """The per-shard pass: writes ``part-NNNNN.parquet`` (kept rows), ``drops/part-NNNNN.parquet``
@@ -191,7 +216,7 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
             detail = pa.array([f"{shard.path.name}:{int(r)}" for r in phys], pa.string())
             n = len(phys)
             drops.write(pa.RecordBatch.from_arrays(
-                [uids, pa.array([stage.name] * n, pa.string()), pa.array(["null_id"] * n, pa.string()), detail],
+                [uids, pa.repeat(pa.scalar(stage.name, pa.string()), n), pa.repeat(pa.scalar("null_id", pa.string()), n), detail],
                 schema=dschema))
             dropped["null_id"] = dropped.get("null_id", 0) + n
             rows += n
@@ -236,19 +261,7 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
                 kept += nk
                 nd = n - nk
                 if nd:
-                    reason = res.reason
-                    if reason is None:
-                        raise FastcurateError(f"stage {stage.name} dropped rows without a reason")
-                    if isinstance(reason, str):
-                        reason_arr = pa.array([reason] * nd, pa.string())
-                        uniq: Dict[str, int] = {reason: nd}
-                    else:
-                        r_np = np.asarray(reason, dtype=object)
-                        if len(r_np) != nd:
-                            raise FastcurateError(f"stage {stage.name}: {len(r_np)} reasons for {nd} dropped rows")
-                        reason_arr = pa.array(r_np.tolist(), pa.string())
-                        u, c = np.unique(r_np.astype(str), return_counts=True)
-                        uniq = dict(zip(u.tolist(), c.tolist()))
+                    reason_arr, uniq = _reasons(stage, res, keep, nd)
                     unknown = set(uniq) - reasons
                     if unknown:
                         raise FastcurateError(f"stage {stage.name} used undeclared drop reasons {sorted(unknown)}")
@@ -259,7 +272,7 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
                     if len(detail) != nd:
                         raise FastcurateError(f"stage {stage.name}: {len(detail)} details for {nd} dropped rows")
                     drops.write(pa.RecordBatch.from_arrays(
-                        [b.uid.filter(pa.array(~keep)), pa.array([stage.name] * nd, pa.string()), reason_arr, detail],
+                        [b.uid.filter(pa.array(~keep)), pa.repeat(pa.scalar(stage.name, pa.string()), nd), reason_arr, detail],
                         schema=dschema))
             rows += n
             if bar is not None:

@@ -100,13 +100,16 @@ class Result:
     ``keep``: a bool per row (None keeps every row). ``reason``: the drop reason code of every
     dropped row, in row order, or one code for all of them. ``detail``: optional text per dropped
     row (for a duplicate: the uid it duplicates). ``columns``: the columns the stage adds, one value
-    per row of the batch (the runner drops the values of dropped rows).
+    per row of the batch (the runner drops the values of dropped rows). :meth:`from_codes` is the
+    fast form for many drops: small integer codes instead of strings.
     """
 
     keep: Optional[np.ndarray] = None
     reason: Union[None, str, Sequence[str], np.ndarray] = None
     detail: Optional[Sequence[Optional[str]]] = None
     columns: Dict[str, Any] = field(default_factory=dict)
+    codes: Optional[np.ndarray] = None  # per row: 0 keep, c > 0 drop with code_names[c]
+    code_names: Optional[Sequence[str]] = None
 
     @staticmethod
     def from_codes(codes: np.ndarray, names: Sequence[str], detail: Optional[Sequence[Optional[str]]] = None,
@@ -114,9 +117,10 @@ class Result:
         """Rows with code 0 are kept; code c > 0 drops the row with reason ``names[c]``
         (``names[0]`` is unused). ``detail``, when given, is per dropped row."""
         codes = np.asarray(codes)
-        keep = codes == 0
-        lut = np.asarray(list(names), dtype=object)
-        return Result(keep=keep, reason=lut[codes[~keep]], detail=detail, columns=dict(columns or {}))
+        if codes.dtype.kind not in "iu":
+            raise TypeError(f"codes must be integers, got {codes.dtype}")
+        return Result(keep=codes == 0, detail=detail, columns=dict(columns or {}), codes=codes,
+                      code_names=list(names))
 
 
 @dataclass

@@ -46,6 +46,7 @@ DRAW_COLUMN = "draw"
 # read of the shards' other columns), plus DataComp's subset file when uids are 128-bit hex.
 OUTPUTS = ("rows", "index")
 SUBSET_FILE = "subset.npy"
+_CODE_NAMES = ("", "null_text", "no_match", "not_sampled")
 
 
 def _load_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,16 +226,14 @@ class CurateStage(Stage):
             ent = pa.ListArray.from_arrays(pa.array(rel), pa.array(vals, type=pa.int32()))
             lens = np.diff(o)
             count_entries((_kept_offsets(lens, k), vals[np.repeat(k, lens)]), len(self.entries), out=kept_counts)
-            drop = ~k
-            reason = np.full(int(drop.sum()), "not_sampled", dtype=object)
-            if reason.size:
-                no_match = (lens == 0)[drop]
-                reason[no_match] = "no_match"
-                reason[_null_text(d, lo, hi)[drop]] = "null_text"
+            # drop codes, the later assignment winning: null caption > no match > not drawn
+            codes = np.where(k, np.uint8(0), np.uint8(3))
+            codes[lens == 0] = 2
+            codes[_null_text(d, lo, hi)] = 1
             cols: Dict[str, Any] = {ENTRY_IDS_COLUMN: ent}
             if draws is not None:
                 cols[DRAW_COLUMN] = draws[lo:hi]
-            yield Result(keep=k, reason=reason, columns=cols)
+            yield Result.from_codes(codes, _CODE_NAMES, columns=cols)
         atomic_write_npy(d / "kept_counts.npy", kept_counts)
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
