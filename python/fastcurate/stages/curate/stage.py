@@ -76,6 +76,7 @@ class CurateStage(Stage):
     version = 2
     needs = ("text",)
     scans = True
+    batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
     reasons = {
         "null_text": "the caption is null",
         "no_match": "the caption matches no metadata entry (MetaCLIP drops it)",
@@ -356,7 +357,7 @@ def curate(
     id_column: Optional[str] = None,
     threads: Optional[int] = None,
     on_error: str = "fail",
-    batch_size: int = 65536,
+    batch_size: Optional[int] = None,
     progress: bool = True,
     overwrite: bool = False,
     plot: bool = True,
