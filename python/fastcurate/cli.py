@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fastcurate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in CLI_MODULES:
+    for mod in list(CLI_MODULES) + ["fastcurate.pipeline.cli", "fastcurate.report.cli"]:
         importlib.import_module(mod).register(sub)
     return parser
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -31,7 +32,7 @@ from ..io.discover import ShardRef, discover_shards, is_stage_output
 from .shard import ShardReadError, done_marker, known_rows, process_shard, scan_marker, scan_shard
 from .stage import RUNNER_REASONS, Context, Stage
 
-__all__ = ["run_stage", "ON_ERROR"]
+__all__ = ["run_stage", "ON_ERROR", "given_columns", "make_manifest", "OutputState", "output_state"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 ON_ERROR = ("fail", "skip")
@@ -64,6 +65,77 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[
         elif va != vb:
             out.append(f"{prefix}{k}")
     return out
+
+
+def given_columns(columns: Optional[Mapping[str, Optional[str]]]) -> Dict[str, Optional[str]]:
+    """The user's column name per role (None: the role's default names), checked."""
+    given: Dict[str, Optional[str]] = {r: None for r in ROLES}
+    for role, name in (columns or {}).items():
+        if role not in ROLE_FLAGS:
+            raise InputError(f"unknown column role {role!r}; the roles are {list(ROLES)}")
+        given[role] = name
+    return given
+
+
+def make_manifest(stage: Stage, shards: List[ShardRef], given: Mapping[str, Optional[str]],
+                  batch_size: int) -> Dict[str, Any]:
+    """What identifies a run (docs/runner.md): the stage, its version and ``config()``, the column
+    names given, the batch size and the inputs' fingerprint. Another manifest is another run."""
+    import json
+
+    manifest = {"format": _FORMAT, "stage": stage.name, "version": stage.version, "config": stage.config(),
+                "columns": {k: v for k, v in given.items() if v is not None}, "batch_size": batch_size,
+                "inputs": _fingerprint(shards)}
+    # Round-trip through JSON so that tuples/lists and int/float keys compare as they are stored.
+    return json.loads(json.dumps(manifest))
+
+
+@dataclass
+class OutputState:
+    """What an output directory holds with respect to a planned run (see :func:`output_state`).
+
+    ``kind``: ``"new"`` (absent or empty), ``"done"`` (this run, finished: nothing to do),
+    ``"resume"`` (this run, unfinished: it resumes), ``"changed"`` (a finished run of other inputs
+    or options: ``differs`` names the manifest keys), ``"stale"`` (an unfinished run of other
+    inputs or options: discarded when the run starts), ``"foreign"`` (files that are not a
+    fastcurate run). ``shards_done``: shards of an unfinished run already processed."""
+
+    kind: str
+    differs: List[str] = field(default_factory=list)
+    shards_done: int = 0
+    shards: int = 0
+
+
+def output_state(out: PathLike, manifest: Mapping[str, Any]) -> OutputState:
+    """Where a run with ``manifest`` (:func:`make_manifest`) would start in ``out``, without
+    touching it: the same decision :func:`run_stage` makes."""
+    out = Path(out)
+    n = len(manifest.get("inputs", []))
+    if not out.is_dir() or not any(out.iterdir()):
+        return OutputState("new", shards=n)
+    stats_path = out / "stats.json"
+    mpath = out / _WORK / "manifest.json"
+    if stats_path.is_file():
+        try:
+            old = read_json(stats_path).get("manifest", {})
+        except ValueError:
+            old = {}
+        if old == manifest:
+            return OutputState("done", shards_done=n, shards=n)
+        return OutputState("changed", _diff(old, dict(manifest)) or ["format"], shards=n)
+    if mpath.is_file():
+        try:
+            old = read_json(mpath)
+        except ValueError:
+            old = {}
+        if old == manifest:
+            d = out / _WORK / "done"
+            done = sum(1 for f in d.glob("*.json") if f.stem.isdigit()) if d.is_dir() else 0
+            return OutputState("resume", shards_done=done, shards=n)
+        return OutputState("stale", _diff(old, dict(manifest)) or ["format"], shards=n)
+    if _only_start_debris(out):
+        return OutputState("new", shards=n)
+    return OutputState("foreign", shards=n)
 
 
 def _clear(out: Path) -> None:
@@ -180,11 +252,7 @@ def run_stage(
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
-    given: Dict[str, Optional[str]] = {r: None for r in ROLES}
-    for role, name in (columns or {}).items():
-        if role not in ROLE_FLAGS:
-            raise InputError(f"unknown column role {role!r}; the roles are {list(ROLES)}")
-        given[role] = name
+    given = given_columns(columns)
     log = log or _log_to_stderr(stage.name)
     stage.check_requires()
     t_start = time.perf_counter()
@@ -192,13 +260,7 @@ def run_stage(
     out = Path(out)
     shards = discover_shards(inputs, exclude=[out])
     input_dirs = sorted({s.path.parent for s in shards if is_stage_output(s.path.parent)})
-    manifest = {"format": _FORMAT, "stage": stage.name, "version": stage.version, "config": stage.config(),
-                "columns": {k: v for k, v in given.items() if v is not None}, "batch_size": batch_size,
-                "inputs": _fingerprint(shards)}
-    # Round-trip through JSON so that tuples/lists and int/float keys compare as they are stored.
-    import json
-
-    manifest = json.loads(json.dumps(manifest))
+    manifest = make_manifest(stage, shards, given, batch_size)
     done_stats = _prepare_out(out, manifest, stage, overwrite, log)
     if done_stats is not None:
         return done_stats

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["ShardReadError", "open_and_resolve", "scan_shard", "process_shard", "drop_schema", "scan_marker",
-           "done_marker"]
+           "done_marker", "role_batches"]
 
 
 class ShardReadError(FormatError):
@@ -113,6 +113,26 @@ def _valid_batches(reader: ShardReader, roles: Roles, shard: ShardRef, columns: 
         if isinstance(e, ShardReadError):
             raise
         raise ShardReadError(str(e)) from None
+
+
+def role_batches(shards: Sequence[ShardRef], roles: Sequence[str], columns: Mapping[str, Optional[str]],
+                 batch_size: int = 65536, limit_rows: Optional[int] = None) -> Iterator[Batch]:
+    """The valid rows (with an id) of ``shards``, in order, as batches holding ``uid`` and the
+    columns of ``roles`` (all needed: a missing one is an error naming the file and the flag);
+    stops after about ``limit_rows`` rows. For looks at the input before a run
+    (:meth:`Stage.estimate`): nothing is written."""
+    seen = 0
+    for shard in shards:
+        reader = open_shard(shard, batch_size)
+        r = resolve_roles(reader.schema, columns, tuple(roles), (), str(shard.path))
+        for b in _valid_batches(reader, r, shard, _read_columns(reader, r, roles), lambda _u, _r: None):
+            if limit_rows is not None and seen + len(b) > limit_rows:
+                b = Batch(b.shard, b.offset, b.data.slice(0, limit_rows - seen), b.roles)
+            seen += len(b)
+            if len(b):
+                yield b
+            if limit_rows is not None and seen >= limit_rows:
+                return
 
 
 def scan_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],

@@ -39,7 +39,7 @@ from ..io.discover import ShardRef
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Stage", "Batch", "Result", "Context", "RUNNER_REASONS", "MissingDependencyError"]
+__all__ = ["Stage", "Batch", "Result", "Context", "Estimate", "RUNNER_REASONS", "MissingDependencyError"]
 
 # Drop reasons the runner itself records, for every stage.
 RUNNER_REASONS: Mapping[str, str] = {
@@ -154,6 +154,20 @@ class Context:
         return hits[0] if hits else None
 
 
+@dataclass
+class Estimate:
+    """What :meth:`Stage.estimate` knows of a stage's result before it runs (``fastcurate run
+    --dry-run``). ``rows_out``: the expected number of kept rows (None: unknown); ``exact``: True
+    when it is the number the run will give (or its exact expectation, as MetaCLIP's expected
+    size), False when extrapolated from a sample; ``notes``: lines for the plan (the threshold
+    used, how the number was obtained)."""
+
+    rows_out: Optional[float] = None
+    exact: bool = False
+    rows_in: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+
+
 class Stage:
     """Base class of every stage; see the module docstring for the contract."""
 
@@ -167,6 +181,12 @@ class Stage:
     scans: ClassVar[bool] = False
     # rows per batch when the user gives none: stages that carry image bytes use fewer
     batch_size: ClassVar[int] = 65536
+    # What the stage reads from earlier stages and adds for later ones, for the pipeline's order
+    # check (docs/pipeline.md). Each item is a column name, or a file name (it has a suffix, like
+    # ``clusters.parquet``) that must be in the stage's input directory; ``"a|b"`` means either.
+    # An instance may narrow them in ``__init__`` (e.g. a text-only embedding produces text_emb).
+    consumes: ClassVar[Tuple[str, ...]] = ()
+    produces: ClassVar[Tuple[str, ...]] = ()
 
     def check_requires(self) -> None:
         """Raise :class:`MissingDependencyError` with the install command for a missing module."""
@@ -194,6 +214,14 @@ class Stage:
     def scan_roles(self) -> Sequence[str]:
         """The roles :meth:`scan` reads (only those columns are read in the global pass)."""
         return tuple(self.needs) + tuple(self.wants)
+
+    def estimate(self, shards: List[ShardRef], columns: Mapping[str, Optional[str]],
+                 threads: Optional[int] = None) -> Optional[Estimate]:
+        """A cheap look at the result before running, for ``fastcurate run --dry-run``: the
+        expected number of kept rows of these input ``shards`` (``columns``: the user's column
+        names per role). None (the default): not knowable without running. May read the inputs
+        (use :func:`fastcurate.runner.shard.role_batches`), never writes anything."""
+        return None
 
     # ---- the global pass
     def scan(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Dict[str, Any]:

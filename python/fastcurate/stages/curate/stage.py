@@ -30,7 +30,7 @@ from ...io.discover import ShardRef
 from ...kernels.balance import (balance, count_entries, entry_probs, expected_size, hash_keys, p_to_t,
                                 t_for_target_size, t_to_p)
 from ...metadata import load_metadata, save_metadata
-from ...runner.stage import Batch, Context, Result, Stage
+from ...runner.stage import Batch, Context, Estimate, Result, Stage
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -76,7 +76,11 @@ class CurateStage(Stage):
     version = 2
     needs = ("text",)
     scans = True
+<<<<<<< HEAD
     batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
+=======
+    produces = (ENTRY_IDS_COLUMN, "entry_counts.npy", "entry_counts_curated.npy", "metadata.json")
+>>>>>>> 7475aa7 (fastcurate run (pipeline files: validation with lines, plan, resume, --dry-run with estimates) and fastcurate report (static HTML, per-stage section registry); Stage.consumes/produces/estimate; runner: make_manifest/output_state/role_batches)
     reasons = {
         "null_text": "the caption is null",
         "no_match": "the caption matches no metadata entry (MetaCLIP drops it)",
@@ -95,9 +99,24 @@ class CurateStage(Stage):
         matcher: Any = None,
         output: str = "rows",
     ):
+<<<<<<< HEAD
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.output = output
+=======
+        """
+        Args:
+            metadata: a metadata file (MetaCLIP's ``.json`` list, or text with one entry per
+                line), a list of entries, or None for the shipped WordNet 3.0 metadata.
+            t: the balancing threshold: entries matched more often are sampled down to about
+                ``t`` captions (default 20000, MetaCLIP's for 400M pairs).
+            p: the tail portion in (0, 1], turned into ``t`` as MetaCLIP does.
+            target_size: pick ``t`` so that the expected output size is this many rows.
+            seed: seed of the per-row draw, a pure function of ``(seed, uid)``.
+            plot: write ``long_tail.png``.
+            matcher: a matcher object (Python only; default: the C++ MetaCLIP matcher).
+        """
+>>>>>>> 7475aa7 (fastcurate run (pipeline files: validation with lines, plan, resume, --dry-run with estimates) and fastcurate report (static HTML, per-stage section registry); Stage.consumes/produces/estimate; runner: make_manifest/output_state/role_batches)
         given = [name for name, v in (("t", t), ("p", p), ("target_size", target_size)) if v is not None]
         if len(given) > 1:
             raise InputError(f"give at most one of t, p, target_size (got {', '.join(given)})")
@@ -155,6 +174,48 @@ class CurateStage(Stage):
     def process_roles(self) -> Optional[Sequence[str]]:
         # index output: the per-shard pass reads only the ids; everything else is in the work files
         return () if self.output == "index" else None
+
+    def estimate(self, shards: List[ShardRef], columns: Mapping[str, Optional[str]],
+                 threads: Optional[int] = None, max_rows: int = 2_000_000) -> Estimate:
+        """MetaCLIP's expected output size for this threshold: the counting pass (matching) over
+        the inputs, without the draw. Exact (the expectation of the run's size) when the inputs
+        hold at most ``max_rows`` rows; otherwise counted over the first ``max_rows`` rows and
+        scaled to the known row count (Parquet footers), with ``t`` scaled alike."""
+        from ...runner.shard import role_batches
+
+        total = _footer_rows(shards)
+        n = len(self.entries)
+        counts = np.zeros(n, dtype=np.uint64)
+        results: List[Tuple[np.ndarray, np.ndarray]] = []
+        seen = 0
+        for b in role_batches(shards, ("text",), columns, limit_rows=max_rows):
+            r = self.matcher.match(b.require("text"), threads=threads)
+            o = np.asarray(r.offsets, dtype=np.int64)
+            ids = np.ascontiguousarray(np.asarray(r.ids, dtype=np.int32)[o[0]:o[-1]])
+            o = np.ascontiguousarray(o - o[0])
+            results.append((o, ids))
+            count_entries((o, ids), n, out=counts)
+            seen += len(b)
+        if seen == 0:
+            return Estimate(rows_out=0.0, exact=True, rows_in=total, notes=["the input holds no rows with an id"])
+        sampled = total is not None and seen < total
+        f = (total / seen) if (sampled and total) else 1.0  # type: ignore[operator]
+        notes = []
+        if self.mode == "p":
+            t_sample = float(p_to_t(counts, float(self.p)))  # type: ignore[arg-type]
+        elif self.mode == "target_size":
+            t_sample = float(t_for_target_size(results, counts, float(self.target_size) / f, threads))  # type: ignore[arg-type]
+        else:
+            t_sample = float(self.t) / f  # type: ignore[arg-type]
+        exp = expected_size(results, counts, t_sample, threads) * f
+        t_full = t_sample * f
+        notes.append(f"t = {t_full:,.6g} ({self.mode}), entries matched {int(np.count_nonzero(counts)):,} of {n:,}")
+        if sampled:
+            notes.append(f"counted over the first {seen:,} of {total:,} rows and scaled (approximate)")
+        elif total is None:
+            notes.append(f"counted over all {seen:,} rows")
+        return Estimate(rows_out=exp, exact=not sampled, rows_in=total if total is not None else (None if sampled else seen),
+                        notes=notes)
 
     # ---- global pass
     def scan(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Dict[str, Any]:
@@ -278,6 +339,7 @@ class CurateStage(Stage):
         }
 
 
+<<<<<<< HEAD
 def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Optional[str]:
     """DataComp's subset file (``baselines``: a sorted ``.npy`` of ``(u8, u8)`` pairs, the two
     halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None."""
@@ -336,6 +398,15 @@ def _null_text(d: Path, lo: int, hi: int) -> np.ndarray:
     sel = rows[(rows >= lo) & (rows < hi)]
     out[sel - lo] = True
     return out
+=======
+def _footer_rows(shards: List[ShardRef]) -> Optional[int]:
+    """The rows of ``shards`` from their Parquet footers; None when one is not Parquet."""
+    import pyarrow.parquet as pq
+
+    if any(s.format != "parquet" for s in shards):
+        return None
+    return sum(pq.ParquetFile(s.path).metadata.num_rows for s in shards)
+>>>>>>> 7475aa7 (fastcurate run (pipeline files: validation with lines, plan, resume, --dry-run with estimates) and fastcurate report (static HTML, per-stage section registry); Stage.consumes/produces/estimate; runner: make_manifest/output_state/role_batches)
 
 
 def _kept_offsets(lens: np.ndarray, keep: np.ndarray) -> np.ndarray:

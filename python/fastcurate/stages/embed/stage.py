@@ -67,6 +67,7 @@ class EmbedStage(Stage):
     needs = ("image",)
     wants = ("text",)
     batch_size = 1024  # rows (with their image bytes) per batch: bounds memory
+    produces = ("image_emb", "text_emb", "clip_score")
     reasons = {
         "no_image": "the row has no image (null image column, or a tar sample without an image member)",
         "empty_image": "the image is 0 bytes",
@@ -81,6 +82,17 @@ class EmbedStage(Stage):
 
     def __init__(self, bundle: PathLike, *, text_only: bool = False, device: str = "auto", precision: str = "auto",
                  model_batch_size: int = 32, fast_preprocess: bool = False):
+        """
+        Args:
+            bundle: a model bundle directory (``fastcurate export``).
+            text_only: embed captions only (a "text" bundle implies it); rows without one drop.
+            device: ``auto`` (CUDA when onnxruntime-gpu sees a GPU, else CPU), ``cpu``, ``cuda``
+                or ``tensorrt``.
+            precision: ``auto`` (fp16 on GPU, the bundle's default on CPU), ``fp32``, ``fp16``
+                or ``int8``.
+            model_batch_size: images per model call.
+            fast_preprocess: JPEG draft decoding (approximate preprocessing, faster).
+        """
         from ...models.bundle import load_bundle
 
         self.check_requires()
@@ -90,6 +102,7 @@ class EmbedStage(Stage):
         if self.text_only:
             self.needs = ("text",)
             self.wants = ()
+            self.produces = ("text_emb",)
         self.device = device
         self.precision = precision
         if model_batch_size < 1:

@@ -30,10 +30,18 @@ class MatchStage(Stage):
     name = "match"
     version = 1
     needs = ("text",)
+    produces = ("entry_ids", "entry_counts.npy", "metadata.json")
     reasons: Dict[str, str] = {}
 
     def __init__(self, metadata: Optional[Union[PathLike, Sequence[str]]] = None, *, mode: str = "metaclip",
                  case_sensitive: bool = True):
+        """
+        Args:
+            metadata: a metadata file (``.json`` list or text, one entry per line), a list of
+                entries, or None for the shipped WordNet 3.0 metadata.
+            mode: ``metaclip`` (MetaCLIP's spaced-token semantics) or ``substring``.
+            case_sensitive: False folds ASCII letters.
+        """
         if mode not in ("metaclip", "substring"):
             raise InputError(f"mode must be 'metaclip' or 'substring', got {mode!r}")
         self.entries = [str(e) for e in metadata] if isinstance(metadata, (list, tuple)) else load_metadata(metadata)
