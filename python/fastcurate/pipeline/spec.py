@@ -145,14 +145,15 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _expand(value: Any, where: Tuple, issues: List[Issue], line_of: Any) -> Any:
-    """``${VAR}`` and ``${VAR:-default}`` in strings (recursively in lists and tables)."""
+    """``${VAR}`` and ``${VAR:-default}`` in strings (recursively in lists and tables); an unset
+    variable without default is reported through ``line_of(path, message)``."""
     if isinstance(value, str):
         def sub(m: "re.Match[str]") -> str:
             v = os.environ.get(m.group(1))
             if v is None or (v == "" and m.group(2) is not None):
                 if m.group(2) is None:
-                    issues.append(Issue(f"{m.group(0)} is not set in the environment: export {m.group(1)}=... or "
-                                        f"write ${{{m.group(1)}:-default}}", line_of(where)))
+                    line_of(where, f"{m.group(0)} is not set in the environment: export {m.group(1)}=... or "
+                                   f"write ${{{m.group(1)}:-default}}")
                     return m.group(0)
                 return m.group(2)
             return v
@@ -404,7 +405,7 @@ class _Validator:
         if not isinstance(pl, dict):
             self.err(("pipeline",), "pipeline must be a table: write [pipeline]")
             pl = {}
-        pl = _expand(pl, ("pipeline",), self.issues, self.line)
+        pl = _expand(pl, ("pipeline",), self.issues, self.err)
         for k in pl:
             if k not in PIPELINE_KEYS:
                 self.err(("pipeline", k), f"unknown key {k!r} in [pipeline]{_suggest(k, list(PIPELINE_KEYS))}; the keys "
@@ -477,7 +478,9 @@ class _Validator:
         where = ("stage", i)
         index = i + 1
         n_issues = len(self.issues)
-        raw = _expand(raw, where, self.issues, self.line)
+        raw = _expand(raw, where, self.issues, self.err)
+        if len(self.issues) > n_issues:  # an unset variable: the values are not known, check nothing else
+            return None
         sname = raw.get("stage")
         if sname is None:
             self.err(where, f"[[stage]] number {index} has no stage = \"NAME\"; the stages are "

@@ -198,8 +198,9 @@ class CurateStage(Stage):
             seen += len(b)
         if seen == 0:
             return Estimate(rows_out=0.0, exact=True, rows_in=total, notes=["the input holds no rows with an id"])
-        sampled = total is not None and seen < total
-        f = (total / seen) if (sampled and total) else 1.0  # type: ignore[operator]
+        # sampled: the row limit stopped the count (rows without id are not counted, as in the run)
+        sampled = seen >= max_rows and total is not None and total > seen
+        f = (total / seen) if sampled else 1.0  # type: ignore[operator]
         notes = []
         if self.mode == "p":
             t_sample = float(p_to_t(counts, float(self.p)))  # type: ignore[arg-type]
@@ -214,8 +215,7 @@ class CurateStage(Stage):
             notes.append(f"counted over the first {seen:,} of {total:,} rows and scaled (approximate)")
         elif total is None:
             notes.append(f"counted over all {seen:,} rows")
-        return Estimate(rows_out=exp, exact=not sampled, rows_in=total if total is not None else (None if sampled else seen),
-                        notes=notes)
+        return Estimate(rows_out=exp, exact=not sampled, rows_in=total if total is not None else seen, notes=notes)
 
     # ---- global pass
     def scan(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Dict[str, Any]:
