@@ -38,6 +38,8 @@ def _hist(files: List[Any], ths: List[Tuple[float, str]], where: str) -> Optiona
         return None
     html = (f"<p>{len(v):,} scores ({esc(where)}): min {v.min():.4f}, median {np.median(v):.4f}, "
             f"max {v.max():.4f}</p>")
+    for x, label in ths:
+        html += f"<p>{esc(label)} = {x:.4g}: {100.0 * float(np.mean(v >= x)):.1f}% of these rows at or above it</p>"
     html += img(hist_with_thresholds(v, ths, "CLIP score (image-text cosine)", "CLIP score"), "CLIP score histogram",
                 "plot")
     return Section("CLIP score", html)
