@@ -41,11 +41,12 @@ def main() -> int:
 
     first = json.loads((root / "01-curate" / "stats.json").read_text())
     assert first["rows_in"] == a.rows, first["rows_in"]
-    times, sizes = [], []
+    times, cpus, sizes = [], [], []
     for i in range(a.repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = build_report(root, root / f"report-{i}.html", progress=False)
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)  # CPU seconds: what a busy shared machine does not inflate
         sizes.append(out.stat().st_size)
         html = out.read_text()
         # the answer: every section is there, and the funnel's first number is the run's
@@ -56,9 +57,11 @@ def main() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     on_disk = sum(f.stat().st_size for f in root.rglob("*.parquet")) / 1e9
     print(f"rows {a.rows:,} in {a.shards} shards x 8 stages ({on_disk:.2f} GB of Parquet); load {os.getloadavg()}")
-    print(f"report build: median {statistics.median(times):.2f} s (runs {', '.join(f'{t:.2f}' for t in times)}), "
+    print(f"report build: median {statistics.median(times):.2f} s wall (runs {', '.join(f'{t:.2f}' for t in times)}), "
+          f"median {statistics.median(cpus):.2f} s CPU (runs {', '.join(f'{t:.2f}' for t in cpus)}), "
           f"size {statistics.median(sizes) / 1e6:.2f} MB, peak RSS {rss:.0f} MB")
-    print(f"targets: <= 10 s: {'met' if statistics.median(times) <= 10 else 'NOT met'}; <= 20 MB: "
+    print(f"targets: <= 10 s wall: {'met' if statistics.median(times) <= 10 else 'NOT met'} "
+          f"(CPU {'<=' if statistics.median(cpus) <= 10 else '>'} 10 s); <= 20 MB: "
           f"{'met' if max(sizes) <= 20e6 else 'NOT met'}")
     return 0
 

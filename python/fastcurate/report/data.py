@@ -206,6 +206,7 @@ class RunView:
         self.seed = seed
         self._extra: Dict[Path, StageView] = {}
         self._rows: Dict[str, RowInfo] = {}
+        self._uids: Dict[Path, Any] = {}  # a Parquet file's uid column, read once for every section
         self.notes: List[str] = []
 
     def extra_stage(self, d: Path) -> StageView:
@@ -232,7 +233,7 @@ class RunView:
             if not Path(f).is_file():
                 continue
             try:
-                found = _lookup(Path(f), todo, columns or {}, self.thumb_px if thumbs else 0)
+                found = _lookup(Path(f), todo, columns or {}, self.thumb_px if thumbs else 0, self._uids)
             except Exception as e:  # noqa: BLE001 - an unreadable input: the report says so and goes on
                 self.notes.append(f"could not read rows from {f}: {e}")
                 continue
@@ -240,6 +241,23 @@ class RunView:
                 self._rows[u] = r
                 out[u] = r
             todo -= set(found)
+        return out
+
+    def locate(self, files: Sequence[Path], uids: Sequence[str]) -> Dict[str, Tuple[Path, int]]:
+        """Where each of ``uids`` is among the Parquet ``files`` (file, row), from the cached uid
+        columns; uids found nowhere are left out."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        vs = pa.array(sorted(set(uids)), pa.string())
+        out: Dict[str, Tuple[Path, int]] = {}
+        for f in files:
+            if len(out) == len(vs):
+                break
+            uid = _uid_column(Path(f), {}, self._uids)
+            hit = np.flatnonzero(pc.fill_null(pc.is_in(uid, value_set=vs), False).to_numpy(zero_copy_only=False))
+            for u, j in zip(uid.take(pa.array(hit)).to_pylist(), hit.tolist()):
+                out.setdefault(u, (Path(f), j))
         return out
 
     def stage_rows(self, stage: StageView, uids: Iterable[str], thumbs: bool = True,
@@ -250,7 +268,41 @@ class RunView:
         return self.rows(uids, files, stage.given_columns(), thumbs)
 
 
-def _lookup(path: Path, uids: set, given: Dict[str, Optional[str]], px: int) -> Dict[str, RowInfo]:
+def _uid_column(path: Path, given: Dict[str, Optional[str]], cache: Dict[Path, Any]) -> Any:
+    """The ``uid`` of every row of a Parquet file, as the runner makes it (cached)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ..io.columns import resolve_roles
+    from ..io.discover import ShardRef
+    from ..runner.shard import make_uid
+
+    key = path.resolve()
+    if key in cache:
+        return cache[key]
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    if "uid" in schema.names:
+        uid = pf.read(columns=["uid"]).column(0).combine_chunks()
+        if not pa.types.is_string(uid.type):
+            uid = pc.cast(uid, pa.string())
+    else:
+        g = {r: None for r in ("id", "text", "image", "url", "width", "height")}
+        g.update({k: v for k, v in given.items() if k in g})
+        roles = resolve_roles(schema, g, (), (), str(path))
+        if roles.id_source == "row":
+            uid = pa.array([f"{path.name.split('.')[0]}:{i}" for i in range(pf.metadata.num_rows)], pa.string())
+        else:
+            col = roles.columns["id"]
+            arr = pf.read(columns=[col]).column(0).combine_chunks()
+            uid = make_uid(pa.RecordBatch.from_arrays([arr], names=[col]), roles, ShardRef(0, path, "parquet"), 0)
+    cache[key] = uid
+    return uid
+
+
+def _lookup(path: Path, uids: set, given: Dict[str, Optional[str]], px: int,
+            cache: Optional[Dict[Path, Any]] = None) -> Dict[str, RowInfo]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -270,20 +322,11 @@ def _lookup(path: Path, uids: set, given: Dict[str, Optional[str]], px: int) -> 
         pf = pq.ParquetFile(path)
         schema = pf.schema_arrow
         roles = resolve_roles(schema, g, (), ("text", "image"), str(path))
-        if "uid" in schema.names:
-            uid = pf.read(columns=["uid"]).column(0).combine_chunks()
-            if not (pa.types.is_string(uid.type)):
-                uid = pc.cast(uid, pa.string())
-        elif roles.id_source == "row":
-            uid = pa.array([f"{path.name.split('.')[0]}:{i}" for i in range(pf.metadata.num_rows)], pa.string())
-        else:
-            col = roles.columns["id"]
-            arr = pf.read(columns=[col]).column(0).combine_chunks()
-            uid = make_uid(pa.RecordBatch.from_arrays([arr], names=[col]), roles, shard, 0)
+        uid = _uid_column(path, given, cache if cache is not None else {})
         hit = np.flatnonzero(pc.fill_null(pc.is_in(uid, value_set=value_set), False).to_numpy(zero_copy_only=False))
         if not len(hit):
             return out
-        cols = [c for c in (roles.get("text"), roles.get("image")) if c]
+        cols = [c for c in (roles.get("text"), roles.get("image") if px else None) if c]
         starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
         groups = np.searchsorted(starts, hit, side="right") - 1
         uid_list = uid.take(pa.array(hit)).to_pylist()

@@ -146,7 +146,7 @@ _JS = """
     var p=data.points[+i];
     while(tip.firstChild){tip.removeChild(tip.firstChild);}
     if(p[4]!==null&&data.thumbs[p[4]]){var im=document.createElement('img');im.src=data.thumbs[p[4]];im.width=96;tip.appendChild(im);}
-    var t=document.createElement('div');t.textContent=(p[3]||'(no caption)');tip.appendChild(t);
+    if(p[3]!==null){var t=document.createElement('div');t.textContent=p[3];tip.appendChild(t);}
     var c=document.createElement('div');c.className='muted';c.textContent='cluster '+p[2];tip.appendChild(c);
     var r=box.getBoundingClientRect();
     tip.style.left=(ev.clientX-r.left+12)+'px';tip.style.top=(ev.clientY-r.top+12)+'px';tip.style.display='block';

@@ -19,9 +19,10 @@ from . import Section, section
 from .common import find_col, read_sample
 
 MAX_POINTS = 2500  # points drawn on the interactive map
-MAX_HOVER_THUMBS = 120  # points with a thumbnail on hover
-MAX_TABLE = 60  # clusters in the table
-THUMBS_PER_CLUSTER = 4
+MAX_HOVER_THUMBS = 80  # points with a thumbnail on hover
+MAX_HOVER_CAPTIONS = 600  # points with a caption on hover
+MAX_TABLE = 40  # clusters in the table
+THUMBS_PER_CLUSTER = 3
 
 
 def cluster_table_rows(run: Any, stage_for_rows: Any, clusters: Any, judgments: Optional[Dict[int, Dict[str, Any]]],
@@ -72,6 +73,21 @@ def cluster_table_rows(run: Any, stage_for_rows: Any, clusters: Any, judgments: 
     return table(hdr, body, raw=True) + more
 
 
+def _row_group_lookup(loc: Dict[str, Any]) -> Any:
+    import pyarrow.parquet as pq
+
+    starts: Dict[Any, np.ndarray] = {}
+
+    def rg(u: str) -> Any:
+        f, row = loc[u]
+        if f not in starts:
+            md = pq.ParquetFile(f).metadata
+            starts[f] = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        return (str(f), int(np.searchsorted(starts[f], row, side="right") - 1))
+
+    return rg
+
+
 def _downscaled_png(p: Path, width: int = 900) -> Optional[str]:
     try:
         from PIL import Image
@@ -100,21 +116,24 @@ def tsne_map(run: Any, stage: Any) -> Optional[Section]:
     if t.num_rows == 0 or "x" not in t.column_names:
         return None
     uids = t.column("uid").to_pylist()
+    parts = stage.parts()
+    loc = run.locate(parts, uids)  # where each point's row is (cached uid columns)
     if "cluster" in t.column_names:
         cl = t.column("cluster").to_pylist()
-    else:  # the per-row cluster column of the kept rows
-        vs = pa.array(uids, pa.string())
+    else:  # the per-row cluster column of the kept rows, read at the located rows only
+        by_file: Dict[Any, List[int]] = {}
+        for u in uids:
+            if u in loc:
+                by_file.setdefault(loc[u][0], []).append(loc[u][1])
         found: Dict[str, int] = {}
-        for f in stage.parts():
+        for f, rows in by_file.items():
             pf = pq.ParquetFile(f)
             if "cluster" not in pf.schema_arrow.names:
-                break
-            tt = pf.read(columns=["uid", "cluster"])
-            m = pc.is_in(tt.column("uid"), value_set=vs)
-            sub = tt.filter(m)
-            found.update(zip(sub.column("uid").to_pylist(), sub.column("cluster").to_pylist()))
-            if len(found) == len(uids):
-                break
+                continue
+            col = pf.read(columns=["cluster"]).column(0)
+            vals = col.take(pa.array(rows)).to_pylist()
+            inv = {r: u for u, (ff, r) in loc.items() if ff == f}
+            found.update({inv[r]: v for r, v in zip(rows, vals)})
         cl = [found.get(u, -1) for u in uids]
     x = np.asarray(t.column("x").to_numpy(zero_copy_only=False), np.float64)
     y = np.asarray(t.column("y").to_numpy(zero_copy_only=False), np.float64)
@@ -125,10 +144,23 @@ def tsne_map(run: Any, stage: Any) -> Optional[Section]:
     x0, x1, y0, y1 = x[ok].min(), x[ok].max(), y[ok].min(), y[ok].max()
     sx = (W - 2 * m) / (x1 - x0 or 1.0)
     sy = (H - 2 * m) / (y1 - y0 or 1.0)
-    # captions for every point; thumbnails for a spread subset
-    thumb_idx = set(np.linspace(0, len(uids) - 1, min(MAX_HOVER_THUMBS, len(uids))).astype(int).tolist())
-    with_thumbs = run.stage_rows(stage, [uids[i] for i in sorted(thumb_idx)])
-    no_thumbs = run.stage_rows(stage, [u for i, u in enumerate(uids) if i not in thumb_idx], thumbs=False)
+    # Captions (and thumbnails) for the points of the few row groups holding most of the sample:
+    # each row group read costs the same, whatever number of points it serves.
+    groups: Dict[Any, List[int]] = {}
+    rg_of = _row_group_lookup(loc)
+    for i, u in enumerate(uids):
+        if u in loc:
+            groups.setdefault(rg_of(u), []).append(i)
+    hover: List[int] = []
+    for g in sorted(groups, key=lambda k: (-len(groups[k]), str(k))):
+        if len(hover) >= MAX_HOVER_CAPTIONS:
+            break
+        hover += groups[g]
+    hover.sort()
+    thumb_idx = set(hover[:: max(1, len(hover) // MAX_HOVER_THUMBS)][:MAX_HOVER_THUMBS])
+    with_thumbs = run.stage_rows(stage, [uids[i] for i in sorted(thumb_idx)], include_inputs=False)
+    no_thumbs = run.stage_rows(stage, [uids[i] for i in hover if i not in thumb_idx], thumbs=False,
+                               include_inputs=False)
     thumbs: List[str] = []
     points = []
     circles = []
@@ -142,13 +174,14 @@ def tsne_map(run: Any, stage: Any) -> Optional[Section]:
             thumbs.append(r.thumb)
         px, py = m + (x[i] - x0) * sx, H - m - (y[i] - y0) * sy
         points.append([round(px, 1), round(py, 1), int(cl[i]) if cl[i] is not None else -1,
-                       truncate(r.text if r else None, 200), ti])
+                       truncate(r.text, 200) if r and r.text is not None else None, ti])
         circles.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{3.2 if ti is not None else 2.4}" '
                        f'fill="{cluster_color(int(cl[i]) if cl[i] is not None else -1)}" data-i="{len(points) - 1}"/>')
     svg = (f'<div id="tsne"><svg width="{int(W)}" height="{int(H)}" viewBox="0 0 {int(W)} {int(H)}" '
            f'xmlns="http://www.w3.org/2000/svg">{"".join(circles)}</svg><div id="tip"></div></div>')
     html = (f"<p>{len(points):,} of {pq.ParquetFile(p).metadata.num_rows:,} points (an even sample), coloured by "
-            f"cluster; hover a point for its caption (larger points show a thumbnail).</p>" + svg
+            f"cluster; hover a point for its cluster, and for {sum(1 for q in points if q[3] is not None):,} of them "
+            f"its caption (larger points: a thumbnail too).</p>" + svg
             + json_script({"points": points, "thumbs": thumbs}, "tsne-data"))
     for name in sorted(q.name for q in stage.dir.glob("tsne*.png")):
         uri = _downscaled_png(stage.dir / name)
