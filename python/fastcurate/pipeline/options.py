@@ -177,8 +177,8 @@ def check_value(value: Any, tp: Any) -> bool:
     if origin in (dict, cabc.Mapping, cabc.MutableMapping):
         if not isinstance(value, dict):
             return False
-        args = typing.get_args(tp)
-        return all(check_value(v, args[1]) for v in value.values()) if len(args) == 2 else True
+        kv = typing.get_args(tp)
+        return all(check_value(v, kv[1]) for v in value.values()) if len(kv) == 2 else True
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True  # an annotation this checker does not know: the stage's own checks decide

@@ -49,7 +49,7 @@ class StepPlan:
 def _shards_of(p: Pipeline, s: Step) -> List[Any]:
     from ..io.discover import discover_shards
 
-    src = s.inputs if s.input_step is None else [str(p.steps[s.input_step - 1].dir)]
+    src = list(s.inputs or []) if s.input_step is None else [str(p.steps[s.input_step - 1].dir)]
     return discover_shards(src, exclude=[s.dir])
 
 

@@ -674,7 +674,7 @@ class _Validator:
         from ..io.columns import resolve_roles
 
         schema = pa.schema([pa.field(k, v if isinstance(v, pa.DataType) else pa.null()) for k, v in cols.items()])
-        given = {r: None for r in ("id", "text", "image", "url", "width", "height")}
+        given: Dict[str, Optional[str]] = {r: None for r in ("id", "text", "image", "url", "width", "height")}
         given.update(s.columns)
         try:
             resolve_roles(schema, given, tuple(s.stage.needs), tuple(s.stage.wants), f"{what}")

@@ -92,7 +92,8 @@ def _drop_examples(run: RunView, s: StageView) -> Optional[Section]:
 def _timings(run: RunView) -> Section:
     phases = ["scan_s", "reduce_s", "process_s", "finalize_s"]
     rows = []
-    labels, series = [], {p[:-2]: [] for p in phases}
+    labels: List[str] = []
+    series: Dict[str, List[float]] = {p[:-2]: [] for p in phases}
     for s in run.stages:
         tm = s.timings
         if not tm:

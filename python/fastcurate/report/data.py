@@ -59,7 +59,7 @@ def thumbnail(value: Any, base: Optional[Path], px: int = 96, quality: int = 70)
         if isinstance(value, (bytes, bytearray, memoryview)):
             if not len(value):
                 return None
-            im = Image.open(io.BytesIO(bytes(value)))
+            im: Any = Image.open(io.BytesIO(bytes(value)))
         elif isinstance(value, str):
             p = Path(value)
             if not p.is_absolute() and base is not None:
@@ -288,7 +288,7 @@ def _uid_column(path: Path, given: Dict[str, Optional[str]], cache: Dict[Path, A
         if not pa.types.is_string(uid.type):
             uid = pc.cast(uid, pa.string())
     else:
-        g = {r: None for r in ("id", "text", "image", "url", "width", "height")}
+        g: Dict[str, Optional[str]] = {r: None for r in ("id", "text", "image", "url", "width", "height")}
         g.update({k: v for k, v in given.items() if k in g})
         roles = resolve_roles(schema, g, (), (), str(path))
         if roles.id_source == "row":
@@ -313,7 +313,7 @@ def _lookup(path: Path, uids: set, given: Dict[str, Optional[str]], px: int,
     fmt = shard_format(path) or "parquet"
     value_set = pa.array(sorted(uids), pa.string())
     out: Dict[str, RowInfo] = {}
-    g = {r: None for r in ("id", "text", "image", "url", "width", "height")}
+    g: Dict[str, Optional[str]] = {r: None for r in ("id", "text", "image", "url", "width", "height")}
     g.update({k: v for k, v in given.items() if k in g})
     shard = ShardRef(0, path, fmt)
     if fmt == "parquet":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def long_tail(before: np.ndarray, after: Optional[np.ndarray], t: Optional[float
     return png_uri(fig)
 
 
-def hbar(labels: Sequence[str], series: Dict[str, Sequence[float]], xlabel: str, title: str,
+def hbar(labels: Sequence[str], series: Mapping[str, Sequence[float]], xlabel: str, title: str,
          stacked: bool = True) -> str:
     """Horizontal bars, one row per label; several series stacked (or side by side)."""
     fig, ax = figure(7, 0.9 + 0.38 * max(1, len(labels)))

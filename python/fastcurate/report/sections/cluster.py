@@ -61,7 +61,8 @@ def cluster_table_rows(run: Any, stage_for_rows: Any, clusters: Any, judgments: 
         samples = []
         for k, u in enumerate(per.get(i, [])):
             r = rows_info.get(u)
-            text = r.text if r and r.text is not None else ((caps[i] or [None] * (k + 1))[k] if caps[i] and k < len(caps[i]) else None)
+            own: List[Any] = list(caps[i] or [])  # the caption stored in clusters.parquet, when the row is not found
+            text = r.text if r and r.text is not None else (own[k] if k < len(own) else None)
             samples.append(card(r.thumb if r else None, text, ""))
         if not samples and caps[i]:
             samples = [card(None, c, "") for c in caps[i][:THUMBS_PER_CLUSTER]]
@@ -92,7 +93,7 @@ def _downscaled_png(p: Path, width: int = 900) -> Optional[str]:
     try:
         from PIL import Image
 
-        im = Image.open(p)
+        im: Any = Image.open(p)
         if im.width > width:
             im = im.resize((width, int(im.height * width / im.width)))
         if im.mode not in ("RGB", "L"):

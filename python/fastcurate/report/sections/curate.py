@@ -48,8 +48,8 @@ def long_tail_section(stage: Any, run: Any) -> Optional[List[Section]]:
     out.append(Section("The long tail" + (" before and after balancing" if after is not None else ""), html))
     # the entries balancing cut the most (or, for match, the most matched)
     names = _entries(stage, len(before))
-    top = np.argsort(-before.astype(np.float64), kind="stable")[:15]
-    top = [int(i) for i in top if before[i] > 0]
+    order = np.argsort(-before.astype(np.float64), kind="stable")[:15]
+    top = [int(i) for i in order if before[i] > 0]
     if top:
         rows = []
         for i in top:
