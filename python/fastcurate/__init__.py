@@ -36,6 +36,9 @@ from .models import (
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
 from .metadata import build_metadata, load_metadata, save_metadata
 from .runner import Batch, Context, Result, Stage, run_stage
+from .pipeline import load_pipeline, run_pipeline
+from .report import build_report
+from . import report
 
 __version__ = "0.1.0"
 
@@ -64,6 +67,10 @@ __all__ = [
     "uniform_draws",
     "curate",
     "run_stage",
+    "run_pipeline",
+    "load_pipeline",
+    "build_report",
+    "report",
     "Stage",
     "Batch",
     "Result",

@@ -65,7 +65,7 @@ def cluster_table_rows(run: Any, stage_for_rows: Any, clusters: Any, judgments: 
             text = r.text if r and r.text is not None else (own[k] if k < len(own) else None)
             samples.append(card(r.thumb if r else None, text, ""))
         if not samples and caps[i]:
-            samples = [card(None, c, "") for c in caps[i][:THUMBS_PER_CLUSTER]]
+            samples = [card(None, c, "") for c in (caps[i] or [])[:THUMBS_PER_CLUSTER]]
         judged = [pill + (f"<div>{esc(truncate(j.get('reason'), 300))}</div>" if j.get("reason") else "")] \
             if judgments is not None else []
         body.append((esc(ids[i]), fmt_int(sizes[i]), *judged, f'<div class="cards">{"".join(samples)}</div>'))
