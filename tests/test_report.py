@@ -165,7 +165,7 @@ def test_report_in_headless_chromium(report, tmp_path):
     with pw.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         page.on("requestfailed", lambda r: failed.append(r.url))
         page.on("request", lambda r: requests.append(r.url))
