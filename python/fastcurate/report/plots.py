@@ -12,21 +12,19 @@ __all__ = ["png_uri", "figure", "hist_with_thresholds", "long_tail", "hbar", "sc
 
 
 def figure(w: float = 7.0, h: float = 3.6) -> Tuple[Any, Any]:
-    import matplotlib
+    """A figure on the Agg canvas through matplotlib's object API (no pyplot: no global state,
+    a lighter import)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(w, h), dpi=90)
-    return fig, ax
+    fig = Figure(figsize=(w, h), dpi=90)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def png_uri(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

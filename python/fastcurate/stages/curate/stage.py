@@ -76,11 +76,8 @@ class CurateStage(Stage):
     version = 2
     needs = ("text",)
     scans = True
-<<<<<<< HEAD
     batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
-=======
     produces = (ENTRY_IDS_COLUMN, "entry_counts.npy", "entry_counts_curated.npy", "metadata.json")
->>>>>>> 7475aa7 (fastcurate run (pipeline files: validation with lines, plan, resume, --dry-run with estimates) and fastcurate report (static HTML, per-stage section registry); Stage.consumes/produces/estimate; runner: make_manifest/output_state/role_batches)
     reasons = {
         "null_text": "the caption is null",
         "no_match": "the caption matches no metadata entry (MetaCLIP drops it)",
@@ -99,11 +96,6 @@ class CurateStage(Stage):
         matcher: Any = None,
         output: str = "rows",
     ):
-<<<<<<< HEAD
-        if output not in OUTPUTS:
-            raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
-        self.output = output
-=======
         """
         Args:
             metadata: a metadata file (MetaCLIP's ``.json`` list, or text with one entry per
@@ -115,8 +107,12 @@ class CurateStage(Stage):
             seed: seed of the per-row draw, a pure function of ``(seed, uid)``.
             plot: write ``long_tail.png``.
             matcher: a matcher object (Python only; default: the C++ MetaCLIP matcher).
+            output: ``rows`` (the kept rows with every input column) or ``index`` (per kept row
+                only its uid, entry_ids and draw, plus DataComp's ``subset.npy``).
         """
->>>>>>> 7475aa7 (fastcurate run (pipeline files: validation with lines, plan, resume, --dry-run with estimates) and fastcurate report (static HTML, per-stage section registry); Stage.consumes/produces/estimate; runner: make_manifest/output_state/role_batches)
+        if output not in OUTPUTS:
+            raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
         given = [name for name, v in (("t", t), ("p", p), ("target_size", target_size)) if v is not None]
         if len(given) > 1:
             raise InputError(f"give at most one of t, p, target_size (got {', '.join(given)})")
@@ -339,7 +335,6 @@ class CurateStage(Stage):
         }
 
 
-<<<<<<< HEAD
 def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Optional[str]:
     """DataComp's subset file (``baselines``: a sorted ``.npy`` of ``(u8, u8)`` pairs, the two
     halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None."""
@@ -398,7 +393,8 @@ def _null_text(d: Path, lo: int, hi: int) -> np.ndarray:
     sel = rows[(rows >= lo) & (rows < hi)]
     out[sel - lo] = True
     return out
-=======
+
+
 def _footer_rows(shards: List[ShardRef]) -> Optional[int]:
     """The rows of ``shards`` from their Parquet footers; None when one is not Parquet."""
     import pyarrow.parquet as pq
@@ -406,7 +402,6 @@ def _footer_rows(shards: List[ShardRef]) -> Optional[int]:
     if any(s.format != "parquet" for s in shards):
         return None
     return sum(pq.ParquetFile(s.path).metadata.num_rows for s in shards)
->>>>>>> 7475aa7 (fastcurate run (pipeline files: validation with lines, plan, resume, --dry-run with estimates) and fastcurate report (static HTML, per-stage section registry); Stage.consumes/produces/estimate; runner: make_manifest/output_state/role_batches)
 
 
 def _kept_offsets(lens: np.ndarray, keep: np.ndarray) -> np.ndarray:
