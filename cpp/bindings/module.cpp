@@ -17,8 +17,11 @@
 
 #include "fastcurate/balance.hpp"
 #include "fastcurate/common.hpp"
+#include "fastcurate/langid.hpp"
 #include "fastcurate/matcher.hpp"
 #include "fastcurate/simd.hpp"
+#include "fastcurate/text_rules.hpp"
+#include "fastcurate/unicode_class.hpp"
 
 namespace py = pybind11;
 using namespace fastcurate;
@@ -522,6 +525,143 @@ inline void bind_balance(pybind11::module_& m) {
         py::arg("offsets"), py::arg("ids"), py::arg("counts"), py::arg("t"), py::arg("threads") = 0u);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Text filters (fastcurate/text_rules.hpp, fastcurate/langid.hpp): DataComp's caption counts, the
+// bad-alt-text rules and fastText language ID. Texts come through make_columns like the matcher's.
+namespace fc_text_bind {
+namespace py = pybind11;
+
+std::vector<std::string> str_list(const py::handle& h, const char* what) {
+  std::vector<std::string> out;
+  for (const py::handle item : py::reinterpret_borrow<py::iterable>(h)) {
+    if (!PyUnicode_Check(item.ptr())) {
+      throw fastcurate::InputError(std::string(what) + " must be a list of str, got an item of type " +
+                                   Py_TYPE(item.ptr())->tp_name);
+    }
+    out.push_back(item.cast<std::string>());
+  }
+  return out;
+}
+
+// A 1-D C-contiguous array of one-byte items (uint8 or bool) of the given length.
+const uint8_t* byte_mask(const py::handle& h, int64_t rows, const char* what) {
+  if (h.is_none()) return nullptr;
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  const auto d = a.dtype();
+  if (a.ndim() != 1 || d.itemsize() != 1 || (d.kind() != 'u' && d.kind() != 'b')) {
+    throw fastcurate::InputError(std::string(what) + " must be a 1-D uint8 or bool array; convert it with np.asarray(" +
+                                 what + ", dtype=np.uint8)");
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    throw fastcurate::InputError(std::string(what) + " must be C-contiguous; pass np.ascontiguousarray(" + what + ")");
+  }
+  if (a.shape(0) != rows) {
+    throw fastcurate::InputError(std::string(what) + " has " + std::to_string(a.shape(0)) + " items for " +
+                                 std::to_string(rows) + " texts; they must be equally long");
+  }
+  return static_cast<const uint8_t*>(a.data());
+}
+
+}  // namespace fc_text_bind
+
+inline void bind_text_filters(pybind11::module_& m) {
+  namespace py = pybind11;
+  using namespace fc_text_bind;
+
+  py::class_<TextRules>(m, "TextRules", R"doc(The C++ caption-rules kernel. Use fastcurate.kernels.text_rules.
+
+Thread safety: immutable after construction; run() may be called from many threads at once.)doc")
+      .def(py::init([](int rules, int64_t url_min_other_words, double min_letter_share, int64_t repeat_min_tokens,
+                       double repeat_min_dup_share, int64_t repeat_min_tokens_distinct, const py::handle& extensions,
+                       const py::handle& camera_prefixes, const py::handle& camera_fillers,
+                       const py::handle& boilerplate_phrases, const py::handle& boilerplate_prefixes,
+                       const py::handle& stopwords) {
+             if (rules < 0 || rules > kAllRules) throw InputError("rules mask out of range: " + std::to_string(rules));
+             TextRulesConfig c;
+             c.rules = static_cast<uint8_t>(rules);
+             c.url_min_other_words = url_min_other_words;
+             c.min_letter_share = min_letter_share;
+             c.repeat_min_tokens = repeat_min_tokens;
+             c.repeat_min_dup_share = repeat_min_dup_share;
+             c.repeat_min_tokens_distinct = repeat_min_tokens_distinct;
+             c.extensions = str_list(extensions, "extensions");
+             c.camera_prefixes = str_list(camera_prefixes, "camera_prefixes");
+             c.camera_fillers = str_list(camera_fillers, "camera_fillers");
+             c.boilerplate_phrases = str_list(boilerplate_phrases, "boilerplate_phrases");
+             c.boilerplate_prefixes = str_list(boilerplate_prefixes, "boilerplate_prefixes");
+             c.stopwords = str_list(stopwords, "stopwords");
+             py::gil_scoped_release release;
+             return new TextRules(std::move(c));
+           }),
+           py::arg("rules"), py::arg("url_min_other_words"), py::arg("min_letter_share"), py::arg("repeat_min_tokens"),
+           py::arg("repeat_min_dup_share"), py::arg("repeat_min_tokens_distinct"), py::arg("extensions"),
+           py::arg("camera_prefixes"), py::arg("camera_fillers"), py::arg("boilerplate_phrases"),
+           py::arg("boilerplate_prefixes"), py::arg("stopwords"))
+      .def(
+          "run",
+          [](const TextRules& self, const std::string& kind, const py::handle& texts, bool want_counts, int threads) {
+            Columns c = make_columns(kind, texts);
+            TextStats r = run_released(c.rows, [&](const CancelToken* cancel) {
+              return self.run(c.cols, want_counts, check_threads(threads), cancel);
+            });
+            py::object words = py::none(), chars = py::none();
+            if (want_counts) {
+              words = to_numpy(std::move(r.words));
+              chars = to_numpy(std::move(r.chars));
+            }
+            return py::make_tuple(words, chars, to_numpy(std::move(r.flags)));
+          },
+          py::arg("kind"), py::arg("texts"), py::arg("want_counts") = true, py::arg("threads") = 0);
+
+  py::class_<FastTextModel>(m, "FastTextModel", R"doc(fastText supervised-model inference (top-1). Use fastcurate.kernels.langid.
+
+Thread safety: immutable after construction; predict() may be called from many threads at once.)doc")
+      .def_static(
+          "from_buffer",
+          [](const py::buffer& buf) {
+            py::buffer_info info = buf.request();
+            const auto* p = static_cast<const uint8_t*>(info.ptr);
+            const auto n = static_cast<size_t>(info.size * info.itemsize);
+            py::gil_scoped_release release;
+            return new FastTextModel(FastTextModel::from_bytes(p, n));
+          },
+          py::arg("buffer"))
+      .def(
+          "predict",
+          [](const FastTextModel& self, const std::string& kind, const py::handle& texts, const py::handle& skip,
+             int threads) {
+            Columns c = make_columns(kind, texts);
+            const uint8_t* sk = byte_mask(skip, c.rows, "skip");
+            LangPredictions r = run_released(c.rows, [&](const CancelToken* cancel) {
+              return self.predict(c.cols, sk, check_threads(threads), cancel);
+            });
+            return py::make_tuple(to_numpy(std::move(r.label)), to_numpy(std::move(r.prob)));
+          },
+          py::arg("kind"), py::arg("texts"), py::arg("skip") = py::none(), py::arg("threads") = 0)
+      .def_property_readonly("labels",
+                             [](const FastTextModel& self) {
+                               py::list out;
+                               for (const std::string& l : self.labels()) {
+                                 PyObject* s = PyUnicode_DecodeUTF8(l.data(), static_cast<Py_ssize_t>(l.size()), "replace");
+                                 if (s == nullptr) throw py::error_already_set();
+                                 out.append(py::reinterpret_steal<py::object>(s));
+                               }
+                               return out;
+                             })
+      .def_property_readonly("dim", &FastTextModel::dim)
+      .def_property_readonly("words", &FastTextModel::words)
+      .def_property_readonly("quantized", &FastTextModel::quantized)
+      .def_property_readonly("memory_bytes", &FastTextModel::memory_bytes);
+
+  m.def("unicode_version", []() { return std::string(unicode::kUnicodeVersion); },
+        "The Unicode version of the code-point classes the text kernels were generated from.");
+  m.def(
+      "unicode_class",
+      [](uint32_t cp) { return unicode::cp_class(cp); }, py::arg("cp"),
+      "Class bits of a code point (1 space, 2 alpha, 4 other alphanumeric, 8 combining mark); for tests.");
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastcurate C++ kernels (use the fastcurate package, not this module directly)";
 
@@ -551,6 +691,7 @@ PYBIND11_MODULE(_core, m) {
 
   bind_matcher(m);
   bind_balance(m);
+  bind_text_filters(m);
 
   m.def("simd_name", &simd::active_name, "The vectorised code path in use: 'sse2' or 'scalar'.");
   m.def("simd_available", []() { return simd::kCompiled; }, "Whether a vectorised path was compiled in.");
