@@ -25,6 +25,7 @@ sets the ``invalid_utf8`` flag.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
@@ -190,14 +191,15 @@ def word_tokens(text: str) -> List[Tuple[str, str, int]]:
     return out
 
 
-def _phrase_set(phrases: Sequence[str]) -> Set[Tuple[str, ...]]:
+@functools.lru_cache(maxsize=64)
+def _phrase_set(phrases: Tuple[str, ...]) -> FrozenSet[Tuple[str, ...]]:
     out = set()
     for p in phrases:
         toks = tuple(t for t, _, _ in word_tokens(p))
         if not toks:
             raise ValueError(f"phrase {p!r} has no letters or digits")
         out.add(toks)
-    return out
+    return frozenset(out)
 
 
 def _is_content(tok: str, kind: str, stop: Set[str]) -> bool:
