@@ -369,7 +369,8 @@ FastTextModel FastTextModel::from_bytes(const uint8_t* data, size_t size) {
   const int32_t magic = r.get<int32_t>("the header");
   const int32_t version = r.get<int32_t>("the header");
   if (magic != kMagic) Reader::fail("wrong magic number (not a fastText .bin / .ftz file)");
-  if (version != 11 && version != 12) Reader::fail("unsupported fastText file version " + std::to_string(version));
+  // fastText itself accepts every version up to its own (12) and special-cases only 11.
+  if (version < 0 || version > 12) Reader::fail("unsupported fastText file version " + std::to_string(version));
   int32_t args[12];
   for (int32_t& a : args) a = r.get<int32_t>("the arguments");
   (void)r.get<double>("the arguments");
