@@ -247,4 +247,5 @@ def test_synthetic_models_equal_fasttext(tmp_path, case):
     codes, probs = mine.predict(kind, payload, None, 2)
     want_l, want_p = _reference(ref, texts)
     _assert_equal(codes, probs, mine.labels, want_l, want_p)
-    assert len(set(want_l) - {None}) >= 2  # the comparison is not between two constant answers
+    if case != "quant-pruned-empty":  # (no n-gram survives there: few distinct inputs)
+        assert len(set(want_l) - {None}) >= 2  # the comparison is not between two constant answers
