@@ -534,7 +534,16 @@ FastTextModel FastTextModel::from_bytes(const uint8_t* data, size_t size) {
     m->sub_offsets.push_back(static_cast<int64_t>(m->sub_ids.size()));
   }
 
-  // HierarchicalSoftmaxLoss::buildTree, from the label counts in file order.
+  // HierarchicalSoftmaxLoss::buildTree, from the label counts in file order. Its bounds hold only
+  // for counts below its 1e15 sentinel (and sums that cannot overflow): a file outside that is
+  // corrupt (real counts are occurrences in the training data).
+  int64_t total_count = 0;
+  for (int64_t c : m->label_counts) {
+    if (c < 0 || c >= static_cast<int64_t>(1e15) || total_count > (int64_t{1} << 62) - c) {
+      Reader::fail("label count out of range");
+    }
+    total_count += c;
+  }
   const int32_t osz = m->nlabels;
   m->tree.assign(static_cast<size_t>(2 * osz - 1), Impl::Node{-1, -1, static_cast<int64_t>(1e15)});
   for (int32_t i = 0; i < osz; ++i) m->tree[static_cast<size_t>(i)].count = m->label_counts[static_cast<size_t>(i)];
