@@ -97,7 +97,8 @@ struct PQ {
     nsubq = r.get<int32_t>(what);
     dsub = r.get<int32_t>(what);
     lastdsub = r.get<int32_t>(what);
-    if (dim <= 0 || dim > kMaxDim || nsubq <= 0 || dsub <= 0 || lastdsub <= 0 || lastdsub > dsub ||
+    // dsub bounds how far the reconstructed rows outgrow the codes (fastText's default is 2).
+    if (dim <= 0 || dim > kMaxDim || nsubq <= 0 || dsub <= 0 || dsub > 64 || lastdsub <= 0 || lastdsub > dsub ||
         static_cast<int64_t>(nsubq - 1) * dsub + lastdsub != dim) {
       Reader::fail(std::string("inconsistent product quantizer in ") + what);
     }
@@ -444,7 +445,10 @@ FastTextModel FastTextModel::from_bytes(const uint8_t* data, size_t size) {
     r.bytes(codes.data(), codes.size(), "the input codes");
     PQ pq;
     pq.load(r, "the input quantizer");
-    if (pq.dim != m->dim || static_cast<int64_t>(codesize) != rows * pq.nsubq) Reader::fail("input codes do not match the quantizer");
+    // (rows <= codesize first, so that rows * nsubq cannot overflow)
+    if (pq.dim != m->dim || rows > codesize || static_cast<int64_t>(codesize) != rows * pq.nsubq) {
+      Reader::fail("input codes do not match the quantizer");
+    }
     std::vector<uint8_t> norm_codes;
     PQ npq;
     if (qnorm) {
