@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "fastcurate/bytes.hpp"
@@ -110,6 +111,64 @@ struct PQ {
   }
 };
 
+// The input rows of out-of-vocabulary tokens seen recently. A token's rows are a pure function of
+// its bytes, and they are appended in the same order either way, so a hit changes nothing, not
+// even float rounding; it only skips the n-gram hashing and the pruning-table lookups (about 15
+// per word). Captions repeat their words a lot (64 % of LAION-10k's tokens occur earlier in it),
+// so most tokens hit. Bounded: emptied when full.
+class TokenCache {
+ public:
+  static constexpr size_t kMaxTokenBytes = 64;
+  TokenCache() : slots_(kSlots, Slot{0, 0, 0, 0, 0}) {}
+  void prefetch(uint32_t h) const { FC_PREFETCH(&slots_[slot_of(h)]); }
+
+  // The cached rows of token [p, p + n) with fastText hash h, or nullptr.
+  const int32_t* find(const uint8_t* p, size_t n, uint32_t h, size_t& count) const {
+    for (size_t s = slot_of(h);; s = (s + 1) & kMask) {
+      const Slot& e = slots_[s];
+      if (e.key_len == 0) return nullptr;
+      if (e.hash == h && e.key_len == n && std::memcmp(&keys_[e.key_off], p, n) == 0) {
+        count = e.rows_len;
+        return rows_.data() + e.rows_off;
+      }
+    }
+  }
+
+  void insert(const uint8_t* p, size_t n, uint32_t h, const std::vector<int32_t>& rows) {
+    if (n == 0 || n > kMaxTokenBytes || rows.size() > 0xFFFF) return;
+    if (entries_ >= kMaxEntries || rows_.size() + rows.size() > kMaxRows) clear();
+    size_t s = slot_of(h);
+    while (slots_[s].key_len != 0) s = (s + 1) & kMask;
+    slots_[s] = Slot{h, static_cast<uint16_t>(n), static_cast<uint16_t>(rows.size()), static_cast<uint32_t>(keys_.size()),
+                     static_cast<uint32_t>(rows_.size())};
+    keys_.insert(keys_.end(), p, p + n);
+    rows_.insert(rows_.end(), rows.begin(), rows.end());
+    ++entries_;
+  }
+
+ private:
+  static constexpr size_t kSlots = size_t{1} << 16;
+  static constexpr size_t kMask = kSlots - 1;
+  static constexpr size_t kMaxEntries = kSlots / 2;
+  static constexpr size_t kMaxRows = size_t{1} << 21;
+  struct Slot {  // 16 bytes: four to a cache line
+    uint32_t hash;
+    uint16_t key_len, rows_len;
+    uint32_t key_off, rows_off;
+  };
+  static size_t slot_of(uint32_t h) { return static_cast<size_t>((h * 0x9E3779B1u) >> 16) & kMask; }
+  void clear() {
+    std::fill(slots_.begin(), slots_.end(), Slot{0, 0, 0, 0, 0});
+    keys_.clear();
+    rows_.clear();
+    entries_ = 0;
+  }
+  std::vector<Slot> slots_;
+  std::vector<uint8_t> keys_;
+  std::vector<int32_t> rows_;
+  size_t entries_ = 0;
+};
+
 }  // namespace
 
 struct FastTextModel::Impl {
@@ -122,8 +181,6 @@ struct FastTextModel::Impl {
   std::vector<std::string> words;       // every dictionary entry: words [0, nwords), then labels
   std::vector<int64_t> label_counts;    // per label
   std::vector<std::string> labels;      // full label strings ("__label__en")
-  std::vector<uint32_t> word_hash;      // ft_hash of each word
-  std::vector<int32_t> word_slots;      // open addressing: word id or -1
   uint64_t word_mask = 0;
   std::vector<int64_t> sub_offsets;     // subwords of word i: sub_ids[sub_offsets[i] .. sub_offsets[i+1])
   std::vector<int32_t> sub_ids;
@@ -143,11 +200,22 @@ struct FastTextModel::Impl {
   };
   std::vector<Node> tree;
 
+  // Word lookup: slots hold (hash, id) so that a miss touches one cache line and a hit compares
+  // the bytes in one contiguous arena.
+  struct WordSlot {
+    uint32_t hash;
+    int32_t id;  // -1 = empty
+  };
+  std::vector<WordSlot> wslots;
+  std::vector<uint8_t> word_arena;
+  std::vector<uint64_t> word_off;  // word i is word_arena[word_off[i], word_off[i + 1])
+  size_t wslot_of(uint32_t h) const { return static_cast<size_t>(bytes::mix64(h) & word_mask); }
   int32_t find_word(const uint8_t* p, size_t n, uint32_t h) const {
-    for (uint64_t s = bytes::mix64(h) & word_mask; word_slots[s] >= 0; s = (s + 1) & word_mask) {
-      const int32_t id = word_slots[s];
-      const std::string& w = words[static_cast<size_t>(id)];
-      if (word_hash[static_cast<size_t>(id)] == h && w.size() == n && (n == 0 || std::memcmp(w.data(), p, n) == 0)) return id;
+    for (size_t s = wslot_of(h); wslots[s].id >= 0; s = (s + 1) & word_mask) {
+      if (wslots[s].hash != h) continue;
+      const auto id = static_cast<size_t>(wslots[s].id);
+      const uint64_t b = word_off[id], e = word_off[id + 1];
+      if (e - b == n && (n == 0 || std::memcmp(&word_arena[b], p, n) == 0)) return wslots[s].id;
     }
     return -1;
   }
@@ -195,12 +263,52 @@ struct FastTextModel::Impl {
     return static_cast<uint32_t>(((low >> 32) * d + (((low & 0xFFFFFFFFu) * d) >> 32)) >> 32);
   }
 
+  struct Token {
+    const uint8_t* p;
+    size_t n;
+    uint32_t h;
+    bool eos;
+  };
   struct Scratch {
     std::vector<float> hidden;
     std::vector<int32_t> hashes;
     std::vector<int64_t> items;  // >= 0: an input row; < 0: -(bucket + 1), not yet through pushHash
     std::vector<uint8_t> buf;    // "<" + word + ">"
+    std::vector<int32_t> buckets, rows;
+    std::vector<Token> toks;
+    TokenCache* cache = nullptr;
   };
+
+  // Token caches outlive one call (a stage calls predict once per batch); each call takes one per
+  // worker from this pool, so concurrent calls never share one. The model stays immutable in
+  // every observable way.
+  mutable std::mutex pool_mu;
+  mutable std::vector<std::unique_ptr<TokenCache>> pool;
+  std::unique_ptr<TokenCache> take_cache() const {
+    std::lock_guard<std::mutex> lock(pool_mu);
+    if (pool.empty()) return std::unique_ptr<TokenCache>(new TokenCache);
+    std::unique_ptr<TokenCache> c = std::move(pool.back());
+    pool.pop_back();
+    return c;
+  }
+  void give_cache(std::unique_ptr<TokenCache> c) const {
+    std::lock_guard<std::mutex> lock(pool_mu);
+    pool.push_back(std::move(c));
+  }
+
+  // The rows of an out-of-vocabulary token: its n-grams through pushHash's pruning, in order.
+  void oov_rows(const uint8_t* tok, size_t tlen, Scratch& sc) const {
+    sc.buckets.clear();
+    subwords(tok, tlen, sc.buf, [&](int32_t b) { sc.buckets.push_back(b); });
+    if (prune_size > 0) {
+      for (int32_t b : sc.buckets) FC_PREFETCH(prune_slot_addr(b));
+    }
+    sc.rows.clear();
+    for (int32_t b : sc.buckets) {
+      const int64_t row = ngram_row(b);
+      if (row >= 0) sc.rows.push_back(static_cast<int32_t>(row));
+    }
+  }
 
   const void* prune_slot_addr(int32_t id) const {
     return &prune_slots[bytes::mix64(static_cast<uint32_t>(id)) & prune_mask];
@@ -217,24 +325,32 @@ struct FastTextModel::Impl {
     sc.hashes.clear();
     auto emit_bucket = [&](int32_t b) { items.push_back(-static_cast<int64_t>(b) - 1); };
     static const uint8_t kEos[] = {'<', '/', 's', '>'};
+    // Readword: the tokens up to the end of the line, hashed, with their table slots prefetched.
+    std::vector<Token>& toks = sc.toks;
+    toks.clear();
     int64_t i = 0;
     for (;;) {
       while (i < n && ft_space(p[i])) ++i;
-      const uint8_t* tok;
-      size_t tlen;
-      bool eos = false;
+      Token t;
       if (i >= n) {  // the '\n' that predict() appends ends the line with EOS
-        tok = kEos;
-        tlen = 4;
-        eos = true;
+        t = Token{kEos, 4, 0, true};
       } else {
         const int64_t b = i;
         while (i < n && !ft_space(p[i])) ++i;
-        tok = p + b;
-        tlen = static_cast<size_t>(i - b);
-        eos = tlen == 4 && std::memcmp(tok, kEos, 4) == 0;  // a literal "</s>" ends the line too
+        const auto tlen = static_cast<size_t>(i - b);
+        t = Token{p + b, tlen, 0, tlen == 4 && std::memcmp(p + b, kEos, 4) == 0};  // a literal "</s>" ends it too
       }
-      const uint32_t h = ft_hash(tok, tlen);
+      t.h = ft_hash(t.p, t.n);
+      FC_PREFETCH(&wslots[wslot_of(t.h)]);
+      if (sc.cache != nullptr) sc.cache->prefetch(t.h);
+      toks.push_back(t);
+      if (t.eos) break;
+    }
+    for (const Token& t : toks) {
+      const uint8_t* tok = t.p;
+      const size_t tlen = t.n;
+      const bool eos = t.eos;
+      const uint32_t h = t.h;
       const int32_t wid = find_word(tok, tlen, h);
       bool is_label;
       if (wid >= 0) {
@@ -244,7 +360,17 @@ struct FastTextModel::Impl {
       }
       if (!is_label) {
         if (wid < 0) {
-          if (!eos) subwords(tok, tlen, sc.buf, emit_bucket);
+          if (!eos && maxn > 0) {
+            size_t count = 0;
+            const int32_t* cached = sc.cache != nullptr ? sc.cache->find(tok, tlen, h, count) : nullptr;
+            if (cached == nullptr) {
+              oov_rows(tok, tlen, sc);
+              if (sc.cache != nullptr) sc.cache->insert(tok, tlen, h, sc.rows);
+              cached = sc.rows.data();
+              count = sc.rows.size();
+            }
+            for (size_t k = 0; k < count; ++k) items.push_back(cached[k]);
+          }
         } else if (maxn <= 0) {
           items.push_back(wid);
         } else {
@@ -512,16 +638,19 @@ FastTextModel FastTextModel::from_bytes(const uint8_t* data, size_t size) {
   // The word table (later duplicates win, as in fastText's word2int_) and each word's subwords.
   size_t cap = 16;
   while (cap < m->words.size() * 2) cap <<= 1;
-  m->word_slots.assign(cap, -1);
+  m->wslots.assign(cap, Impl::WordSlot{0, -1});
   m->word_mask = cap - 1;
-  m->word_hash.resize(m->words.size());
+  m->word_off.assign(1, 0);
+  for (const std::string& w : m->words) {
+    m->word_arena.insert(m->word_arena.end(), w.begin(), w.end());
+    m->word_off.push_back(m->word_arena.size());
+  }
   for (size_t i = 0; i < m->words.size(); ++i) {
     const auto* w = reinterpret_cast<const uint8_t*>(m->words[i].data());
     const uint32_t h = ft_hash(w, m->words[i].size());
-    m->word_hash[i] = h;
-    uint64_t s = bytes::mix64(h) & m->word_mask;
-    while (m->word_slots[s] >= 0 && m->words[static_cast<size_t>(m->word_slots[s])] != m->words[i]) s = (s + 1) & m->word_mask;
-    m->word_slots[s] = static_cast<int32_t>(i);
+    size_t s = m->wslot_of(h);
+    while (m->wslots[s].id >= 0 && m->words[static_cast<size_t>(m->wslots[s].id)] != m->words[i]) s = (s + 1) & m->word_mask;
+    m->wslots[s] = Impl::WordSlot{h, static_cast<int32_t>(i)};
     if (m->words[i] == "</s>" && i < static_cast<size_t>(m->nwords)) m->eos_id = static_cast<int32_t>(i);
   }
   if (m->bucket > 0) m->fastmod_m = UINT64_MAX / static_cast<uint64_t>(m->bucket) + 1;
@@ -587,7 +716,8 @@ bool FastTextModel::quantized() const { return impl_->quant; }
 int64_t FastTextModel::memory_bytes() const {
   const Impl& m = *impl_;
   int64_t b = static_cast<int64_t>(m.in_data.size() * sizeof(float) + m.out_data.size() * sizeof(float) +
-                                   m.sub_ids.size() * 4 + m.sub_offsets.size() * 8 + m.word_slots.size() * 4 +
+                                   m.sub_ids.size() * 4 + m.sub_offsets.size() * 8 + m.wslots.size() * 8 +
+                                   m.word_arena.size() + m.word_off.size() * 8 +
                                    m.prune_slots.size() * 8 + m.tree.size() * sizeof(Impl::Node));
   for (const std::string& w : m.words) b += static_cast<int64_t>(w.size() + sizeof(std::string));
   return b;
@@ -611,6 +741,13 @@ LangPredictions FastTextModel::predict(const std::vector<TextColumn>& cols, cons
     const TextColumn& col = cols[blk.chunk];
     Impl::Scratch sc;
     sc.hidden.resize(static_cast<size_t>(impl_->dim));
+    std::unique_ptr<TokenCache> cache = impl_->take_cache();
+    sc.cache = cache.get();
+    struct GiveBack {
+      const Impl* m;
+      std::unique_ptr<TokenCache>& c;
+      ~GiveBack() { m->give_cache(std::move(c)); }
+    } give_back{impl_, cache};
     for (int64_t r = blk.begin; r < blk.end; ++r) {
       const auto g = static_cast<size_t>(blk.global + (r - blk.begin));
       if (skip != nullptr && skip[g] != 0) continue;
