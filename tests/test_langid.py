@@ -249,3 +249,16 @@ def test_synthetic_models_equal_fasttext(tmp_path, case):
     _assert_equal(codes, probs, mine.labels, want_l, want_p)
     if case != "quant-pruned-empty":  # (no n-gram survives there: few distinct inputs)
         assert len(set(want_l) - {None}) >= 2  # the comparison is not between two constant answers
+
+
+def test_concurrent_calls_agree(lid):
+    # Each call takes its own token caches from the model's pool; results never mix.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"caption number {i} about a dog on the beach" if i % 3 else f"légende numéro {i} d'un chien" for i in range(30_000)]
+    want = lid.predict(texts, threads=1)
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda k: lid.predict(texts[k:] + texts[:k], threads=2), [0, 7, 0, 7]))
+    for k, got in zip([0, 7, 0, 7], outs):
+        assert np.array_equal(np.roll(got.codes, k), want.codes)
+        assert np.array_equal(np.roll(got.probs, k), want.probs, equal_nan=True)
