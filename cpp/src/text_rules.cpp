@@ -460,6 +460,22 @@ struct TextRules::Impl {
     const std::vector<Tok>& toks = sc.toks;
     const auto n = static_cast<int64_t>(toks.size());
     if (n < cfg.repeat_min_tokens_distinct && n < cfg.repeat_min_tokens) return false;
+    // Both forms need many repeated tokens (a repeated bigram starts with a repeated token). A
+    // 128-bit mask of token hashes over-counts repeats (equal tokens share a bit), so when even
+    // that count is too small, neither form can fire and the exact sets are not built. This
+    // skips almost every real caption.
+    uint64_t bits[2] = {0, 0};
+    int64_t upper = 0;
+    for (const Tok& t : toks) {
+      const uint64_t b = t.h & 127u;
+      const uint64_t bit = uint64_t{1} << (b & 63u);
+      upper += (bits[b >> 6] & bit) != 0;
+      bits[b >> 6] |= bit;
+    }
+    const bool distinct_possible = n >= cfg.repeat_min_tokens_distinct && upper >= n - n / 3;
+    const bool bigram_possible = n >= cfg.repeat_min_tokens &&
+                                 static_cast<double>(upper) >= cfg.repeat_min_dup_share * static_cast<double>(n - 1);
+    if (!distinct_possible && !bigram_possible) return false;
     size_t cap = 16;
     while (cap < static_cast<size_t>(n) * 2) cap <<= 1;
     const uint64_t m = cap - 1;
