@@ -1,9 +1,11 @@
-"""The local runner: runs one stage over its inputs on this machine (docs/runner.md).
+"""The runner: runs one stage over its inputs (docs/runner.md).
 
-It owns, for every stage: the output directory's life cycle (new, resumed, finished, refused),
-the manifest, the global pass and its per-shard markers, the per-shard pass, the error policy, the
-progress bars, the accounting and ``stats.json``. Shards run one after another; the stage's
-kernels use the threads. Memory holds about one batch per shard in flight.
+It owns, for every stage and every engine: the output directory's life cycle (new, resumed,
+finished, refused), the manifest, the global pass and its per-shard markers, the reduce, the
+per-shard pass, the error policy, the progress bars, the accounting and ``stats.json``. Where the
+per-shard work runs is the executor's business (:mod:`.executor`): by default here, shards one
+after another, the stage's kernels using the threads (memory: about one batch per shard in
+flight); with ``engine="ray"`` in Ray actors (:mod:`.ray`, docs/scale.md).
 
 Output directory::
 
@@ -25,17 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from ..errors import FastcurateError, FormatError, InputError
+from ..errors import FastcurateError, InputError
 from ..io.atomic import atomic_write_json, read_json, remove_stale_temps
 from ..io.columns import ROLE_FLAGS, ROLES
 from ..io.discover import ShardRef, discover_shards, is_stage_output
-from .shard import ShardReadError, done_marker, known_rows, process_shard, scan_marker, scan_shard
+from .executor import Executor, LocalExecutor
+from .shard import done_marker, known_rows, scan_marker
 from .stage import RUNNER_REASONS, Context, Stage
 
-__all__ = ["run_stage", "ON_ERROR", "given_columns", "make_manifest", "OutputState", "output_state"]
+__all__ = ["run_stage", "ON_ERROR", "ENGINES", "given_columns", "make_manifest", "OutputState", "output_state"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 ON_ERROR = ("fail", "skip")
+ENGINES = ("local", "ray")
 _WORK = "_work"
 _FORMAT = 2  # the layout of a stage output directory
 
@@ -225,6 +229,8 @@ def run_stage(
     batch_size: Optional[int] = None,
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
+    engine: Union[str, Executor] = "local",
+    ray_address: Optional[str] = None,
     _after_shard: Optional[Callable[[str, int], None]] = None,
 ) -> Dict[str, Any]:
     """Run ``stage`` over ``inputs`` into ``out``; returns the content of ``stats.json``.
@@ -241,6 +247,14 @@ def run_stage(
         overwrite: replace a finished run of other inputs or options found in ``out``.
         threads: threads for the stage's kernels (None: all cores). Results do not depend on it.
         batch_size: rows per batch (and per output row group); None: the stage's default.
+        engine: where the per-shard work runs: ``"local"`` (this process, shard after shard),
+            ``"ray"`` (Ray actors; :class:`fastcurate.runner.ray.RayExecutor` with its defaults
+            and ``ray_address``), or an :class:`~fastcurate.runner.executor.Executor`. The
+            outputs are byte-identical for every engine, and a run killed under one engine
+            resumes under another (docs/scale.md).
+        ray_address: with ``engine="ray"``: the cluster to join (``host:port``, ``ray://...``,
+            ``auto``); None: ``RAY_ADDRESS``, else a new local Ray. A process that has already
+            joined Ray uses that one.
     """
     if on_error == "raise":
         on_error = "fail"
@@ -254,6 +268,7 @@ def run_stage(
         raise InputError(f"threads must be >= 1, got {threads}")
     given = given_columns(columns)
     log = log or _log_to_stderr(stage.name)
+    executor = _executor(engine, ray_address, log)
     stage.check_requires()
     t_start = time.perf_counter()
 
@@ -264,6 +279,9 @@ def run_stage(
     done_stats = _prepare_out(out, manifest, stage, overwrite, log)
     if done_stats is not None:
         return done_stats
+    t0 = time.perf_counter()
+    executor.connect()  # before the run writes anything: a cluster that is down changes nothing here
+    connect_s = time.perf_counter() - t0
     work = out / _WORK
     stale = remove_stale_temps(out, out / "drops", work, work / "scan", work / "done",
                                *[p for p in (work / "shards").glob("*") if p.is_dir()])
@@ -280,79 +298,91 @@ def run_stage(
 
     bad: Dict[int, Dict[str, Any]] = {}
 
-    def fail_or_skip(shard: ShardRef, e: FastcurateError, phase: str, rows: int) -> None:
+    def fail_or_skip(shard: ShardRef, e: BaseException, phase: str, rows: int) -> None:
         if on_error == "fail":
             msg = str(e)
             raise type(e)(f"{msg} (or pass --on-error skip to skip such shards and record them)") from None
         log(f"skipping bad shard {shard.path}: {e}")
         bad[shard.index] = {"file": str(shard.path), "rows": rows, "error": str(e), "phase": phase, "bad": True}
 
-    timings: Dict[str, float] = {}
-    # ---- the global pass
+    timings: Dict[str, Any] = {"connect_s": connect_s}
     state: Optional[Dict[str, Any]] = None
     scan_rows: Dict[int, int] = {}
-    if stage.scans:
-        t0 = time.perf_counter()
-        summaries: List[Optional[Dict[str, Any]]] = []
-        with _progress(_known_total(shards), f"{stage.name}: scan", progress) as bar:
-            for s in shards:
-                m = scan_marker(ctx, s)
-                if m.is_file():
-                    rec = read_json(m)
-                    bar.update(rec["rows"])
-                else:
-                    try:
-                        rec = scan_shard(stage, ctx, s, given, batch_size, bar)
-                    except (ShardReadError, FormatError, InputError) as e:
-                        rec = {"file": str(s.path), "rows": known_rows(s), "error": str(e), "bad": True}
-                        fail_or_skip(s, e, "scan", rec["rows"])
-                        atomic_write_json(m, rec)
-                    if _after_shard is not None:
-                        _after_shard("scan", s.index)
-                if rec.get("bad"):
-                    bad[s.index] = dict(rec, phase="scan")
-                    summaries.append(None)
-                else:
-                    scan_rows[s.index] = int(rec["rows"])
-                    summaries.append(rec["summary"])
-        _all_bad_check(shards, bad)
-        timings["scan_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rpath = work / "reduce.json"
-        if rpath.is_file():
-            state = read_json(rpath)
-        else:
-            state = stage.reduce(ctx, summaries)
-            atomic_write_json(rpath, state)
-        timings["reduce_s"] = time.perf_counter() - t0
-
-    # ---- the per-shard pass
-    t0 = time.perf_counter()
-    records: Dict[int, Dict[str, Any]] = {}
-    todo = [s for s in shards if s.index not in bad]
+    good: List[Dict[str, Any]] = []
+    set_up = False
+    executor.start(stage, ctx, given, batch_size)
     try:
-        stage.setup(ctx, state)
+        # ---- the global pass
+        if stage.scans:
+            t0 = time.perf_counter()
+            summaries: List[Optional[Dict[str, Any]]] = []
+            with _progress(_known_total(shards), f"{stage.name}: scan", progress) as bar:
+                todo = [s for s in shards if not scan_marker(ctx, s).is_file()]
+                to_scan = {s.index for s in todo}
+                computed = executor.map("scan", todo, None, bar)
+                for s in shards:
+                    m = scan_marker(ctx, s)
+                    if s.index in to_scan:
+                        s2, rec = next(computed)
+                        assert s2.index == s.index, "an executor must yield the shards in order"
+                        if isinstance(rec, BaseException):
+                            e = rec
+                            rec = {"file": str(s.path), "rows": known_rows(s), "error": str(e), "bad": True}
+                            fail_or_skip(s, e, "scan", rec["rows"])
+                            atomic_write_json(m, rec)
+                        if _after_shard is not None:
+                            _after_shard("scan", s.index)
+                    else:
+                        rec = read_json(m)
+                        bar.update(rec["rows"])
+                    if rec.get("bad"):
+                        bad[s.index] = dict(rec, phase="scan")
+                        summaries.append(None)
+                    else:
+                        scan_rows[s.index] = int(rec["rows"])
+                        summaries.append(rec["summary"])
+            _all_bad_check(shards, bad)
+            timings["scan_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rpath = work / "reduce.json"
+            if rpath.is_file():
+                state = read_json(rpath)
+            else:
+                state = stage.reduce(ctx, summaries)
+                atomic_write_json(rpath, state)
+            timings["reduce_s"] = time.perf_counter() - t0
+
+        # ---- the per-shard pass
+        t0 = time.perf_counter()
+        records: Dict[int, Dict[str, Any]] = {}
+        todo = [s for s in shards if s.index not in bad]
+        set_up = True
+        executor.setup(state)
         with _progress(_known_total(todo), f"{stage.name}", progress) as bar:
+            pending = [s for s in todo if not done_marker(ctx, s).is_file() and not _bad_marker(ctx, s).is_file()]
+            to_process = {s.index for s in pending}
+            computed = executor.map("process", pending, state, bar)
             for s in todo:
                 m = done_marker(ctx, s)
-                bad_m = work / "done" / f"{s.index:05d}.bad.json"
-                if m.is_file():
-                    rec = read_json(m)
-                    bar.update(rec["rows"])
-                elif bad_m.is_file():
-                    rec = read_json(bad_m)
-                else:
-                    try:
-                        rec = process_shard(stage, ctx, s, given, batch_size, bar)
-                    except (ShardReadError, FormatError, InputError) as e:
+                bad_m = _bad_marker(ctx, s)
+                if s.index in to_process:
+                    s2, rec = next(computed)
+                    assert s2.index == s.index, "an executor must yield the shards in order"
+                    if isinstance(rec, BaseException):
                         # Damage in columns the global pass did not read: the shard's part in the
                         # global state stays (finished shards depend on it); its rows are dropped.
+                        e = rec
                         rows = scan_rows.get(s.index, 0) or known_rows(s)
                         rec = {"file": str(s.path), "rows": rows, "error": str(e), "bad": True}
                         fail_or_skip(s, e, "process", rows)
                         atomic_write_json(bad_m, rec)
                     if _after_shard is not None:
                         _after_shard("process", s.index)
+                elif m.is_file():
+                    rec = read_json(m)
+                    bar.update(rec["rows"])
+                else:
+                    rec = read_json(bad_m)
                 if rec.get("bad"):
                     bad[s.index] = dict(rec, phase="process")
                 else:
@@ -364,10 +394,15 @@ def run_stage(
         # ---- accounting, stage outputs, stats.json (last: it marks the run finished)
         t0 = time.perf_counter()
         good = [records[i] for i in sorted(records)]
+        executor.before_finalize(state)
         stage_stats = stage.finalize(ctx, good, state)
         timings["finalize_s"] = time.perf_counter() - t0
     finally:
-        stage.teardown()
+        try:
+            if set_up:
+                stage.teardown()
+        finally:
+            executor.close()
 
     dropped = {r: 0 for r in list(RUNNER_REASONS) + list(stage.reasons)}
     for rec in good:
@@ -403,14 +438,41 @@ def run_stage(
         if s.index not in records:
             (out / s.part_name).unlink(missing_ok=True)
             (out / "drops" / s.part_name).unlink(missing_ok=True)
+    # A worker that died while writing (and whose shard was redone) left its temp files: every
+    # writer has finished now, so any temp file left is garbage.
+    remove_stale_temps(out, out / "drops")
     timings["total_s"] = time.perf_counter() - t_start
     timings = {k: round(v, 3) for k, v in timings.items()}
     timings["rows_per_s"] = round(rows_in / timings["total_s"], 1) if timings["total_s"] > 0 else 0.0
     timings["resumed"] = bool(n_scanned or n_done)
+    timings["engine"] = executor.name
+    timings.update(executor.timings())
     atomic_write_json(out / "timings.json", timings)
     atomic_write_json(out / "stats.json", stats)
     shutil.rmtree(work, ignore_errors=True)
     return stats
+
+
+def _executor(engine: Union[str, Executor], ray_address: Optional[str],
+              log: Callable[[str], None]) -> Executor:
+    if isinstance(engine, Executor):
+        if ray_address is not None:
+            raise InputError("ray_address goes with engine='ray'; give it to the executor you pass instead")
+        return engine
+    if engine == "local":
+        if ray_address is not None:
+            raise InputError("ray_address is given but the engine is local: add engine='ray' (--engine ray)")
+        return LocalExecutor()
+    if engine == "ray":
+        # Imported only here: the local engine never imports ray.
+        from .ray import RayExecutor
+
+        return RayExecutor(address=ray_address, log=log)
+    raise InputError(f"unknown engine {engine!r}; the engines are {list(ENGINES)}")
+
+
+def _bad_marker(ctx: Context, shard: ShardRef) -> Path:
+    return ctx.work / "done" / f"{shard.index:05d}.bad.json"
 
 
 def _known_total(shards: List[ShardRef]) -> Optional[int]:
