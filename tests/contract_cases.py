@@ -111,9 +111,12 @@ def write_layout(table: pa.Table, d: Path, n_files: int, seed: int) -> Path:
 
 
 def run_case(name: str, src: Path, out: Path, *, threads: Optional[int] = None, on_error: str = "fail",
-             after: Optional[Callable[[str, int], None]] = None) -> Dict[str, Any]:
+             after: Optional[Callable[[str, int], None]] = None, stage: Any = None, **kw: Any) -> Dict[str, Any]:
+    """Run the case's stage (or ``stage``) over ``src``; ``kw`` goes to run_stage (``engine``,
+    ``ray_address``)."""
     from fastcurate.runner.local import run_stage
 
     c = CASES[name]()
-    return run_stage(c.make_stage(), [src], out, columns=c.columns, batch_size=c.batch_size, threads=threads,
-                     on_error=on_error, progress=False, _after_shard=after)
+    return run_stage(stage if stage is not None else c.make_stage(), [src], out, columns=c.columns,
+                     batch_size=c.batch_size, threads=threads, on_error=on_error, progress=False,
+                     _after_shard=after, **kw)

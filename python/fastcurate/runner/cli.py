@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..io.columns import ROLE_CANDIDATES, ROLE_FLAGS
 
-__all__ = ["add_runner_args", "run_from_args", "format_summary", "positive_int", "fraction"]
+__all__ = ["add_runner_args", "run_from_args", "runner_kwargs", "engine_from_args", "format_summary", "positive_int",
+           "fraction"]
 
 
 def positive_int(s: str) -> int:
@@ -69,12 +70,46 @@ def add_runner_args(p: argparse.ArgumentParser, roles: Sequence[str]) -> None:
     r.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="rows per batch and per output row group (default: the stage's; 65536 for text stages)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e = p.add_argument_group("engine (docs/scale.md)")
+    e.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where the per-shard work runs: here, shard after shard (local, the default), or in Ray "
+                        "workers (ray; pip install 'fastcurate[ray]'). Same output bytes; a killed run resumes "
+                        "under either")
+    e.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: the cluster to join (host:port of its head, ray://host:port, auto); "
+                        "default: RAY_ADDRESS, else a new local Ray on this machine's cores")
+    e.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="N",
+                   help="CPUs each Ray worker reserves (and kernel threads it uses unless --threads); default 1")
+    e.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="N",
+                   help="GPUs each Ray worker reserves (default: 1 for a model stage when the cluster has GPUs, "
+                        "else 0)")
+    e.add_argument("--ray-workers", type=positive_int, default=None, metavar="N",
+                   help="at most N Ray workers (default: as many as the cluster's CPUs, or GPUs, allow)")
 
 
 def runner_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     cols = {k[4:]: v for k, v in vars(args).items() if k.startswith("col_")}
     return {"columns": cols, "on_error": args.on_error, "overwrite": args.overwrite, "threads": args.threads,
-            "batch_size": args.batch_size, "progress": not args.no_progress}
+            "batch_size": args.batch_size, "progress": not args.no_progress, "engine": engine_from_args(args)}
+
+
+def engine_from_args(args: argparse.Namespace) -> Any:
+    """``"local"``, or a RayExecutor built from the ``--ray-*`` flags (ray itself is imported only
+    when the run starts)."""
+    from ..errors import InputError
+
+    ray_flags = [f for f, v in (("--ray-address", args.ray_address), ("--ray-gpus-per-worker", args.ray_gpus_per_worker),
+                                ("--ray-workers", args.ray_workers)) if v is not None]
+    if args.ray_cpus_per_worker != 1.0:
+        ray_flags.append("--ray-cpus-per-worker")
+    if args.engine == "local":
+        if ray_flags:
+            raise InputError(f"{', '.join(ray_flags)} given but the engine is local: add --engine ray")
+        return "local"
+    from .ray import RayExecutor
+
+    return RayExecutor(args.ray_address, cpus_per_worker=args.ray_cpus_per_worker,
+                       gpus_per_worker=args.ray_gpus_per_worker, workers=args.ray_workers)
 
 
 def format_summary(stats: Dict[str, Any], out: str) -> str:

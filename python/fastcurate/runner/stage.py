@@ -211,6 +211,12 @@ class Stage:
         full read of the shards)."""
         return None
 
+    def worker_resources(self) -> Dict[str, float]:
+        """What one worker of this stage would like on a cluster engine, e.g. ``{"GPU": 1}`` for a
+        stage whose models run on a GPU when there is one. The Ray engine gives it GPU workers
+        when the cluster has GPUs and CPU workers otherwise; the local engine ignores it."""
+        return {}
+
     def scan_roles(self) -> Sequence[str]:
         """The roles :meth:`scan` reads (only those columns are read in the global pass)."""
         return tuple(self.needs) + tuple(self.wants)

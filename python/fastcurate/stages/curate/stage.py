@@ -140,11 +140,15 @@ class CurateStage(Stage):
             raise InputError(f"metadata {self.metadata_name} holds no entries")
         self.meta_sha = hashlib.sha256(json.dumps(self.entries, ensure_ascii=False).encode("utf-8")).hexdigest()
         self._matcher = matcher
+        self._matcher_given = matcher is not None
         self._probs: Optional[np.ndarray] = None
 
-    def __getstate__(self) -> Dict[str, Any]:  # the compiled matcher is rebuilt where it is needed
+    def __getstate__(self) -> Dict[str, Any]:
+        # The default compiled matcher is rebuilt where it is needed (a Ray worker); a matcher the
+        # caller gave travels as it is (it must pickle), so workers match as the driver would.
         d = dict(self.__dict__)
-        d["_matcher"] = None
+        if not self._matcher_given:
+            d["_matcher"] = None
         return d
 
     @property

@@ -117,6 +117,10 @@ class EmbedStage(Stage):
         d["_enc"] = None
         return d
 
+    def worker_resources(self) -> Dict[str, float]:
+        # Ray engine: one GPU per worker where the cluster has GPUs (unless told to use the CPU)
+        return {} if self.device == "cpu" else {"GPU": 1.0}
+
     def config(self) -> Dict[str, Any]:
         return {"bundle_files": self._bundle.manifest.get("files", {}), "text_only": self.text_only,
                 "precision": self.precision, "fast_preprocess": self.fast_preprocess}
