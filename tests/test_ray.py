@@ -80,10 +80,12 @@ def test_a_shard_that_always_kills_its_worker_stops_the_run(pool, tmp_path, ray_
     marker = tmp_path / "killed"
     c = CASES["curate"]()
     stage = KillWorker(c.make_stage(), marker, phase="process", shard_index=2, always=True)
+    logs: list = []
     with pytest.raises(WorkerLostError, match=r"shard_002\.parquet.*process.*died 2 times.*--engine local"):
         run_stage(stage, [src], tmp_path / "out", columns=c.columns, batch_size=c.batch_size, progress=False,
-                  engine=RayExecutor(max_retries=1))
+                  engine=RayExecutor(max_retries=1, patience_s=0.05, log=logs.append))
     assert len(marker.read_text().split()) == 2  # the first try and one retry
+    assert any("no shard finished in 0.05 s" in m and "ray status" in m for m in logs)  # waits are explained
     _wait_idle()
 
 

@@ -264,6 +264,7 @@ class RayExecutor(Executor):
         max_retries: how often a shard is redone after its worker process died (killed, out of
             memory, a crash); then the run stops with :class:`WorkerLostError`.
         connect_timeout: seconds to wait for an answer from ``address``.
+        patience_s: when no shard finishes for this long, say so (and why it may be), then wait on.
     """
 
     name = "ray"
@@ -271,7 +272,7 @@ class RayExecutor(Executor):
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                  cpus_per_worker: float = 1.0, gpus_per_worker: Optional[float] = None,
                  workers: Optional[int] = None, max_retries: int = 3, connect_timeout: float = 10.0,
-                 log: Optional["Callable[[str], None]"] = None):
+                 patience_s: float = 300.0, log: Optional["Callable[[str], None]"] = None):
         if cpus_per_worker <= 0:
             raise InputError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
         if max_retries < 0:
@@ -293,8 +294,8 @@ class RayExecutor(Executor):
         self._state_ref: Any = None
         self._ok = False
         self._plan: Tuple[int, float, float] = (0, 0.0, 0.0)
-        self._lost = 0
         self._joined = ""
+        self.patience_s = float(patience_s)
 
     # -- connection
     def connect(self) -> None:
@@ -384,14 +385,18 @@ class RayExecutor(Executor):
                 submit(actor)
         for s in todo:
             while s.index not in ready:
-                done, _ = ray.wait(list(inflight), num_returns=1)
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=self.patience_s)
+                if not done:  # say why nothing moves rather than hang silently
+                    self.log(f"{phase}: no shard finished in {self.patience_s:g} s ({len(inflight)} running on "
+                             f"{len(self._actors)} Ray workers); on a busy cluster workers wait for free CPUs/GPUs "
+                             "(`ray status` shows them)")
+                    continue
                 actor, got = inflight.pop(done[0])
                 try:
                     res = ray.get(done[0])
                 except ray.exceptions.RayTaskError as e:  # the call itself failed (not the stage)
                     raise FastcurateError(f"{got.path}: the {phase} failed in a Ray worker: {e}") from None
                 except ray.exceptions.RayError as e:
-                    self._lost += 1
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                     raise WorkerLostError(
                         f"{got.path}: the Ray worker running its {phase} died {self.max_retries + 1} times "
