@@ -11,8 +11,8 @@ the driver, over the per-shard summaries and the arrays the workers wrote under 
 Why actors fed by the driver, not Ray Data's ``map_batches``: no row crosses Ray. Each call reads
 its shard and writes its part files itself (atomically, marker last) and returns a small JSON
 record, so Ray Data's block streaming brings nothing and costs much: on the 2-core machines of
-this project a ``map_batches`` over 20 one-row blocks ran one task at a time and took 2.4 s for
-2 s of work where plain Ray calls took 1.05 s (``benchmarks/bench_ray.py --probe``). Actors give
+this project a ``map_batches`` over 20 one-row blocks ran one task at a time and took 2.5-2.7 s
+for 2 s of work where plain Ray calls took 1.1-1.3 s (``benchmarks/bench_ray.py --probe``). Actors give
 what a stage needs: one ``setup`` per worker (a compiled matcher, an ONNX session on a GPU), a
 restart and a retry when a worker process dies (``max_restarts`` / ``max_task_retries``), and a
 driver that sees every shard's outcome in shard order, so bad shards, ``--on-error`` and the
@@ -242,9 +242,6 @@ class ShardWorker:
             self.job[0].teardown()
         self.set_up = False
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 # ----------------------------------------------------------------------------------------- executor
 
@@ -252,9 +249,10 @@ class RayExecutor(Executor):
     """Runs the per-shard work in a pool of Ray actors (see the module docstring).
 
     Args:
-        address: the cluster (``host:port`` of its GCS, ``ray://host:port``, ``auto``); None:
-            ``RAY_ADDRESS`` if set, else the Ray this process already joined, else a new local Ray
-            (which is shut down at the end).
+        address: the cluster (``host:port`` of its GCS, ``ray://host:port``, ``auto``). A process
+            that has already joined Ray uses that one. None: ``RAY_ADDRESS`` if set, else a new local Ray
+            (kept until this process exits, so that the next run, e.g. the next stage of a
+            pipeline, joins it instead of paying Ray's start again; ``ray.shutdown()`` ends it).
         num_cpus: CPUs of a new local Ray (None: all cores). Not for an existing cluster.
         cpus_per_worker: CPUs each worker reserves; the stage's kernels get that many threads
             unless the run gives ``threads``.
@@ -288,7 +286,6 @@ class RayExecutor(Executor):
         self.connect_timeout = float(connect_timeout)
         self.log = log or (lambda msg: print(f"fastcurate: {msg}", file=sys.stderr, flush=True))
         self._ray: Any = None
-        self._started_ray = False
         self._actors: List[Any] = []
         self._job_ref: Any = None
         self._state_ref: Any = None
@@ -303,14 +300,17 @@ class RayExecutor(Executor):
         self._ray = ray
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if ray.is_initialized():
-            if self.address is not None:
-                self.log(f"this process has already joined Ray ({ray.get_runtime_context().gcs_address}); "
-                         f"using it, not {self.address}")
+            joined = ray.get_runtime_context().gcs_address
+            if self.address is not None and self.address.split("://")[-1] != joined:
+                self.log(f"this process has already joined Ray at {joined}; using it, not {self.address}")
+            if self.num_cpus is not None:
+                self.log(f"this process has already joined Ray at {joined}; num_cpus={self.num_cpus} is not applied")
             self._joined = "existing"
             return
         if address is not None:
             if self.num_cpus is not None:
-                raise InputError("num_cpus (--ray-num-cpus) sizes a new local Ray; an existing cluster keeps its own")
+                raise InputError("num_cpus sizes a new local Ray; an existing cluster keeps its own: drop it or the "
+                                 "address")
             check_address(address, self.connect_timeout)
             kw: Dict[str, Any] = {"address": address}
         else:
@@ -321,7 +321,6 @@ class RayExecutor(Executor):
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise RayConnectionError(f"could not start or join {where}: {type(e).__name__}: {e}; check the address "
                                      "(`ray status` on the cluster) or drop --engine ray to run here") from None
-        self._started_ray = True
         self._joined = address or "local"
 
     # -- the pool
@@ -439,9 +438,6 @@ class RayExecutor(Executor):
             self._actors = []
             self._job_ref = None
             self._state_ref = None
-            if self._started_ray:
-                ray.shutdown()
-                self._started_ray = False
 
     def timings(self) -> Dict[str, Any]:
         n, cpus, gpus = self._plan
