@@ -124,6 +124,25 @@ def test_driver_killed_then_rerun_resumes_with_the_same_bytes(first, rerun, poin
     assert not (out / "_work").exists() and not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
+def test_one_executor_serves_runs_in_turn(tmp_path, ray_cluster):
+    """A pipeline may hand one RayExecutor to each of its stages in turn."""
+    from fastcurate.runner.ray import RayExecutor
+
+    src = write_layout(CASES["match"]().table, tmp_path / "in", 2, seed=3)
+    run_case("match", src, tmp_path / "local")
+    ex = RayExecutor(workers=1)
+    run_case("match", src, tmp_path / "r1", engine=ex)
+    run_case("match", tmp_path / "r1", tmp_path / "r2", engine=ex)  # the next stage reads the last one's output
+    run_case("match", tmp_path / "local", tmp_path / "l2")
+    assert output_bytes(tmp_path / "r1") == output_bytes(tmp_path / "local")
+    # r2 and l2 read other files (their manifests differ): the same parts, drops and statistics
+    r2, l2 = output_bytes(tmp_path / "r2"), output_bytes(tmp_path / "l2")
+    assert {k: v for k, v in r2.items() if k != "stats.json"} == {k: v for k, v in l2.items() if k != "stats.json"}
+    s_r2, s_l2 = (json.loads(d["stats.json"]) for d in (r2, l2))
+    assert {k: v for k, v in s_r2.items() if k != "manifest"} == {k: v for k, v in s_l2.items() if k != "manifest"}
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 @pytest.mark.slow

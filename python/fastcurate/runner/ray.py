@@ -326,6 +326,8 @@ class RayExecutor(Executor):
     # -- the pool
     def start(self, stage: Stage, ctx: Context, given: Mapping[str, Optional[str]], batch_size: int) -> None:
         super().start(stage, ctx, given, batch_size)
+        # one executor may serve several runs in turn (the stages of a pipeline): nothing carries over
+        self._actors, self._job_ref, self._state_ref, self._ok = [], None, None, False
 
     def _ensure_pool(self, n_shards: int) -> None:
         """Start the workers (once per run, for both passes) and put the job in the object store."""
