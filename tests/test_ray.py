@@ -143,6 +143,35 @@ def test_one_executor_serves_runs_in_turn(tmp_path, ray_cluster):
     assert {k: v for k, v in s_r2.items() if k != "manifest"} == {k: v for k, v in s_l2.items() if k != "manifest"}
 
 
+@pytest.mark.slow
+def test_a_pipeline_on_ray_gives_the_local_bytes(tmp_path, ray_cluster):
+    """`fastcurate run` with engine = "ray" (every step on Ray): the same outputs as on the local engine."""
+    from fastcurate.pipeline import run_pipeline
+
+    pool_dir = write_layout(CASES["curate"]().table, tmp_path / "pool", 3, seed=4)
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(ENTRIES))
+    outs = {}
+    for engine in ("local", "ray"):
+        spec = {"pipeline": {"name": "t", "input": str(pool_dir), "out": str(tmp_path / engine)},
+                "stage": [{"stage": "curate", "metadata": str(meta), "t": 12, "seed": 3, "plot": False,
+                           "batch_size": 97, "engine": engine},
+                          {"stage": "match", "metadata": str(meta), "batch_size": 50, "engine": engine}]}
+        run_pipeline(spec, progress=False)
+        got = {}
+        for f in sorted((tmp_path / engine).rglob("*")):
+            if f.is_file() and f.name not in ("timings.json", "pipeline.json"):
+                data = f.read_bytes()
+                if f.name == "stats.json":  # its manifest names the input paths, which differ
+                    st = json.loads(data)
+                    st.pop("manifest")
+                    data = json.dumps(st, sort_keys=True).encode()
+                got[str(f.relative_to(tmp_path / engine))] = data
+        outs[engine] = got
+    assert outs["local"] == outs["ray"] and len(outs["ray"]) > 6
+    assert json.loads((tmp_path / "ray" / "02-match" / "timings.json").read_text())["engine"] == "ray"
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 @pytest.mark.slow
