@@ -120,3 +120,33 @@ def run_case(name: str, src: Path, out: Path, *, threads: Optional[int] = None, 
     return run_stage(stage if stage is not None else c.make_stage(), [src], out, columns=c.columns,
                      batch_size=c.batch_size, threads=threads, on_error=on_error, progress=False,
                      _after_shard=after, **kw)
+
+
+def filter_table(n: int, seed: int = 0) -> pa.Table:
+    """Real-looking captions (English, French, file names, URLs, too short), original sizes (some
+    null, small or elongated) and CLIP scores (some null)."""
+    rng = np.random.default_rng(seed)
+    pool = ["a brown dog runs along the beach at sunset", "two children playing football in a park",
+            "un chien brun court sur la plage au coucher du soleil", "IMG_0042.JPG", "DSC01234",
+            "http://example.com/images/photo.jpg", "click here", "cat", "red car parked on a city street",
+            "a bowl of fresh fruit on a wooden table", None, "stock photo", "mountain lake with snowy peaks",
+            "IMG_0042.JPG DSC_0043.JPG P1010001.JPG", "IMG 20190704 153012"]
+    caps = [pool[int(rng.integers(0, len(pool)))] for _ in range(n)]
+    caps = [c if c is None else f"{c} {i}" if rng.random() < 0.5 and " " in c else c for i, c in enumerate(caps)]
+    w = rng.integers(50, 1200, size=n)
+    h = (w * rng.choice([0.25, 0.75, 1.0, 1.5, 4.0], size=n)).astype(np.int64)
+    wn = [None if i % 37 == 3 else int(v) for i, v in enumerate(w)]
+    score = [None if i % 41 == 6 else float(s) for i, s in enumerate(rng.normal(0.3, 0.05, size=n))]
+    uids = [None if i % 97 == 5 else f"f{i:05d}" for i in range(n)]
+    return pa.table({"uid": pa.array(uids, pa.string()), "caption": pa.array(caps, pa.string()),
+                     "original_width": pa.array(wn, pa.int64()), "original_height": pa.array(h, pa.int64()),
+                     "clip_score": pa.array(score, pa.float32())})
+
+
+def _filter() -> Any:
+    from fastcurate.stages.filter.stage import FilterStage
+
+    return FilterStage(clip_score_top=0.5)
+
+
+CASES["filter"] = lambda: Case(filter_table(900), _filter)

@@ -81,10 +81,14 @@ def make_uid(data: "pa.RecordBatch", roles: Roles, shard: ShardRef, start_row: i
     return _as_string(data.column(roles.columns["id"]))
 
 
-def _read_columns(reader: ShardReader, roles: Roles, role_list: Optional[Sequence[str]]) -> Optional[List[str]]:
+def _read_columns(reader: ShardReader, roles: Roles, role_list: Optional[Sequence[str]],
+                  extra: Sequence[str] = ()) -> Optional[List[str]]:
+    """The columns to read: the id's, the roles', and the ``extra`` names the shard has; None
+    (every column) when ``role_list`` is None."""
     if role_list is None:
         return None
     cols = [roles.columns[r] for r in ("id", *role_list) if r in roles.columns]
+    cols += [c for c in extra if c in reader.schema.names]
     return list(dict.fromkeys(cols))
 
 
@@ -148,7 +152,7 @@ def scan_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, 
             bar.update(len(rows))
 
     def batches() -> Iterator[Batch]:
-        for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.scan_roles()), on_null):
+        for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.scan_roles(), stage.extra_columns()), on_null):
             counts["rows"] += len(b)
             if bar is not None:
                 bar.update(len(b))
@@ -170,7 +174,7 @@ def output_schema(stage: Stage, reader: ShardReader, roles: Roles) -> Tuple["pa.
     added_names = {f.name for f in added}
     if UID in added_names:
         raise InputError(f"stage {stage.name} may not write a column named {UID!r}")
-    wanted = _read_columns(reader, roles, stage.process_roles())
+    wanted = _read_columns(reader, roles, stage.process_roles(), stage.extra_columns())
     kept = [f for f in reader.schema if f.name != UID and f.name not in added_names
             and (wanted is None or f.name in wanted and f.name != roles.columns.get("id"))]
     return pa.schema([pa.field(UID, pa.string())] + kept + added), [f.name for f in kept], added
@@ -224,7 +228,7 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
     rows = 0
     kept = 0
     dropped: Dict[str, int] = {}
-    read = _read_columns(reader, roles, stage.process_roles())
+    read = _read_columns(reader, roles, stage.process_roles(), stage.extra_columns())
     nulls = {r: 0 for r in stage.needs if r in roles and (read is None or roles.columns[r] in read)}
     dschema = drop_schema()
     reasons = set(stage.reasons)
@@ -246,7 +250,7 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
         pending: List[Batch] = []
 
         def batches() -> Iterator[Batch]:
-            for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.process_roles()), on_null):
+            for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.process_roles(), stage.extra_columns()), on_null):
                 for r in nulls:
                     col = b.column(r)  # absent when the stage's process pass does not read it
                     if col is not None:

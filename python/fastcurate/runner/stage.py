@@ -217,6 +217,11 @@ class Stage:
         when the cluster has GPUs and CPU workers otherwise; the local engine ignores it."""
         return {}
 
+    def extra_columns(self) -> Sequence[str]:
+        """Columns by name (not roles) that the global pass and a restricted per-shard pass also
+        read when a shard has them (e.g. ``clip_score`` written by embed)."""
+        return ()
+
     def scan_roles(self) -> Sequence[str]:
         """The roles :meth:`scan` reads (only those columns are read in the global pass)."""
         return tuple(self.needs) + tuple(self.wants)

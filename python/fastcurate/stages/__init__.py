@@ -14,12 +14,14 @@ STAGES: Dict[str, str] = {
     "curate": "fastcurate.stages.curate.stage:CurateStage",
     "match": "fastcurate.stages.match.stage:MatchStage",
     "embed": "fastcurate.stages.embed.stage:EmbedStage",
+    "filter": "fastcurate.stages.filter.stage:FilterStage",
 }
 
 # modules with a ``register(subparsers)`` function, in the order of the CLI's help
 CLI_MODULES: List[str] = [
     "fastcurate.stages.curate.cli",
     "fastcurate.stages.match.cli",
+    "fastcurate.stages.filter.cli",
     "fastcurate.stages.embed.cli",
 ]
 
