@@ -26,7 +26,7 @@ RUNNER_OPTIONS: Dict[str, Tuple[str, str]] = {
     "on_error": ('"fail" or "skip"', "a bad shard stops the run (fail) or is skipped and recorded (skip)"),
     "threads": ("integer >= 1", "threads for the stage's kernels (default: all cores); results do not depend on it"),
     "batch_size": ("integer >= 1", "rows per batch and per output row group (default: the stage's own)"),
-    "engine": ('"local" or "ray"', "where the stage's shards run: this machine (local) or Ray Data (ray)"),
+    "engine": ('"local" or "ray"', "where the stage's shards run: this machine (local) or a Ray cluster (ray: Ray actors, one shard per call)"),
 }
 # Keys of a [[stage]] table that are the pipeline's, not the stage's.
 RESERVED_KEYS: Dict[str, str] = {

@@ -226,7 +226,7 @@ def _engine_runner(engine: str) -> Callable[..., Dict[str, Any]]:
     try:
         from ..runner.ray import run_stage_ray  # type: ignore[import-not-found]
     except ImportError as e:
-        raise InputError(f'engine "ray" is not available: {e}; install Ray (pip install \'ray[data]\') and a '
+        raise InputError(f'engine "ray" is not available: {e}; install Ray (pip install \'fastcurate[ray]\') and a '
                          'fastcurate with the Ray engine, or use engine = "local"') from None
     return run_stage_ray
 

@@ -389,7 +389,7 @@ class _Validator:
                     self.err(where, 'engine = "ray" needs the Ray engine (fastcurate.runner.ray), which this build '
                                     'of fastcurate does not have; use engine = "local"')
                 elif importlib.util.find_spec("ray") is None:
-                    self.err(where, "engine = \"ray\" needs Ray: pip install 'ray[data]'")
+                    self.err(where, "engine = \"ray\" needs Ray: pip install 'fastcurate[ray]'")
             return value
         raise AssertionError(key)
 
