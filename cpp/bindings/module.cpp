@@ -584,14 +584,16 @@ GrayImage gray_view(const py::array& a, size_t i) {
     throw InputError(w + " must have dtype uint8, got " + py::str(d).cast<std::string>() +
                      "; 8-bit grayscale is what the hash is defined on");
   }
-  if (a.strides(1) != 1 || a.strides(0) < a.shape(1)) {
+  // Empty images are rejected by the kernel (with the row); one-row images have no row stride.
+  const bool empty = a.shape(0) == 0 || a.shape(1) == 0;
+  if (!empty && (a.strides(1) != 1 || (a.shape(0) > 1 && a.strides(0) < a.shape(1)))) {
     throw InputError(w + " must have contiguous rows; pass np.ascontiguousarray(" + w + ")");
   }
   GrayImage g;
   g.data = static_cast<const uint8_t*>(a.data());
   g.height = a.shape(0);
   g.width = a.shape(1);
-  g.stride = a.strides(0);
+  g.stride = a.shape(0) > 1 ? a.strides(0) : a.shape(1);
   return g;
 }
 

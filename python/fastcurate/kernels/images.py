@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -215,7 +216,7 @@ def perceptual_hashes(
             except MemoryError:
                 raise
             except Exception as e:  # any failure of one untrusted image is that row's drop reason
-                errs[i] = f"undecodable image: {type(e).__name__}: {e}"
+                errs[i] = f"undecodable image: {type(e).__name__}: {_ADDRESS.sub('', str(e))}"
                 continue
             if g.size == 0:
                 errs[i] = "undecodable image: 0 pixels"
@@ -233,6 +234,11 @@ def perceptual_hashes(
         with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="fastcurate-hash") as ex:
             _collect(ex.map(work, starts), phash, dhash, ok, errors)
     return PerceptualHashes(phash=phash, dhash=dhash, ok=ok, errors=errors)
+
+
+# Pillow names the file object in some messages ("<_io.BytesIO object at 0x7f...>"): dropped so
+# that a rerun records the same reason.
+_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def _collect(results: Iterable[Tuple[List[int], np.ndarray, np.ndarray, Dict[int, str]]], phash: np.ndarray,
