@@ -598,8 +598,9 @@ GrayImage gray_view(const py::array& a, size_t i) {
 }
 
 py::object hamming_call(const py::array& hashes, int radius, const py::object& second, int radius2,
-                        int64_t max_pairs, int threads, bool brute) {
+                        int64_t max_pairs, int threads, bool brute, int blocks) {
   HammingQuery q;
+  q.blocks = blocks;
   q.hashes = checked<std::uint64_t>(hashes, "hashes");
   q.n = hashes.shape(0);
   q.radius = radius;
@@ -693,18 +694,18 @@ inline void bind_images(pybind11::module_& m) {
   m.def(
       "hamming_pairs",
       [](const py::array& hashes, int radius, const py::object& second, int radius2, int64_t max_pairs, int threads,
-         const std::string& method) {
+         const std::string& method, int blocks) {
         if (method != "mih" && method != "brute") throw InputError("method must be 'mih' or 'brute', got '" + method + "'");
-        return hamming_call(hashes, radius, second, radius2, max_pairs, threads, method == "brute");
+        return hamming_call(hashes, radius, second, radius2, max_pairs, threads, method == "brute", blocks);
       },
       py::arg("hashes"), py::arg("radius"), py::arg("second") = py::none(), py::arg("radius2") = 64,
-      py::arg("max_pairs") = int64_t{1} << 31, py::arg("threads") = 0, py::arg("method") = "mih",
+      py::arg("max_pairs") = int64_t{1} << 31, py::arg("threads") = 0, py::arg("method") = "mih", py::arg("blocks") = 0,
       "All pairs (i < j) within the Hamming radius: (i int64, j int64, dist uint8, dist2 uint8 or None), sorted.");
 
   m.def(
       "plan_search",
-      [](int64_t n, int radius) {
-        const SearchPlan p = fastcurate::plan_search(n, radius);
+      [](int64_t n, int radius, int blocks) {
+        const SearchPlan p = fastcurate::plan_search(n, radius, blocks);
         py::dict d;
         py::list bits, shift, rad;
         for (int k = 0; k < p.blocks; ++k) {
@@ -720,7 +721,8 @@ inline void bind_images(pybind11::module_& m) {
         d["est_probes"] = p.est_probes;
         return d;
       },
-      py::arg("n"), py::arg("radius"), "The block split hamming_pairs uses for n hashes at a radius.");
+      py::arg("n"), py::arg("radius"), py::arg("blocks") = 0,
+      "The block split hamming_pairs uses for n hashes at a radius (blocks=0: the cost model's choice).");
 
   m.def(
       "connected_components",

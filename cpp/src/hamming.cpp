@@ -54,7 +54,8 @@ double ball_size(int bits, int s) {
 uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
 
 // The plan for m blocks: widths as equal as possible (wider blocks first), per-block radii summing
-// to r - m + 1 with the extra units on the narrowest blocks (where a unit costs least).
+// to r - m + 1 with the extra units on the widest blocks: a unit of radius multiplies a block's
+// candidate rate ball(b, s) / 2^b by about b / s, which is smallest relative to 2^b for wide blocks.
 SearchPlan split(int m, int r, int64_t n) {
   SearchPlan p;
   p.blocks = m;
@@ -65,13 +66,14 @@ SearchPlan split(int m, int r, int64_t n) {
     shift += p.bits[k];
   }
   const int total = r - m + 1;
-  for (int k = 0; k < m; ++k) p.radius[k] = total / m + (k >= m - total % m ? 1 : 0);
+  for (int k = 0; k < m; ++k) p.radius[k] = total / m + (k < total % m ? 1 : 0);
   const double pairs = 0.5 * static_cast<double>(n) * static_cast<double>(n > 0 ? n - 1 : 0);
   for (int k = 0; k < m; ++k) {
     const double ball = ball_size(p.bits[k], p.radius[k]);
     const double distinct = std::min(static_cast<double>(n), std::ldexp(1.0, p.bits[k]));
     p.est_candidates += pairs * ball / std::ldexp(1.0, p.bits[k]);
-    p.est_probes += distinct * (ball - 1);
+    // Each mask visits the occupied values (or half the value space when it is densely occupied).
+    p.est_probes += std::min(distinct, std::ldexp(0.5, p.bits[k])) * (ball - 1);
     // The counting sort and look-up table of a block are 2^bits entries each.
     if (p.bits[k] <= kDenseBits) p.est_probes += std::ldexp(0.25, p.bits[k]);
   }
@@ -95,6 +97,9 @@ struct BlockIndex {
   std::vector<uint64_t> keys;     // distinct block values, ascending
   std::vector<uint32_t> start;    // run d is [start[d], start[d + 1])
   std::vector<uint32_t> dense;    // block value -> run index + 1 (0: absent); only when needed
+  // When most block values are occupied, the masks scan the value space instead of the runs:
+  // slots[v] = (first sorted position << 32) | row count, so a probe is one sequential load.
+  std::vector<uint64_t> slots;
 
   uint64_t key(uint64_t h) const { return (h >> shift) & low_mask(bits); }
 };
@@ -132,8 +137,15 @@ BlockIndex build_index(const HammingQuery& q, int shift, int bits, bool need_loo
   }
   bi.start.push_back(static_cast<uint32_t>(n));
   if (need_lookup) {
-    bi.dense.assign(size_t{1} << bits, 0);
-    for (size_t d = 0; d < bi.keys.size(); ++d) bi.dense[bi.keys[d]] = static_cast<uint32_t>(d + 1);
+    if (4 * bi.keys.size() >= (size_t{1} << bits)) {
+      bi.slots.assign(size_t{1} << bits, 0);
+      for (size_t d = 0; d < bi.keys.size(); ++d) {
+        bi.slots[bi.keys[d]] = (uint64_t{bi.start[d]} << 32) | (bi.start[d + 1] - bi.start[d]);
+      }
+    } else {
+      bi.dense.assign(size_t{1} << bits, 0);
+      for (size_t d = 0; d < bi.keys.size(); ++d) bi.dense[bi.keys[d]] = static_cast<uint32_t>(d + 1);
+    }
   }
   return bi;
 }
@@ -227,6 +239,42 @@ FC_ALWAYS_INLINE void within_runs_impl(const BlockIndex& bi, const Rules& ru, si
 template <bool kHw>
 FC_ALWAYS_INLINE void across_runs_impl(const BlockIndex& bi, const Rules& ru, const uint64_t* masks, size_t m0, size_t m1,
                                        std::vector<Emit>& out) {
+  if (!bi.slots.empty()) {
+    // Dense value space: for the mask's highest bit t, v runs over the values with bit t clear
+    // (so v < v ^ e) in order; both v and v ^ e advance almost sequentially through `slots`.
+    const uint64_t* slots = bi.slots.data();
+    const uint64_t size = bi.slots.size();
+    constexpr uint64_t kScan = 1024;
+    uint32_t hit[kScan];
+    for (size_t mi = m0; mi < m1; ++mi) {
+      const uint64_t e = masks[mi];
+      int t = 63;
+      while (((e >> t) & 1) == 0) --t;
+      const uint64_t half = uint64_t{1} << t;
+      for (uint64_t base = 0; base < size; base += 2 * half) {
+        for (uint64_t v0 = base; v0 < base + half; v0 += kScan) {
+          // Branch-free first pass: keep the values whose run and partner run are both occupied
+          // (a branch here would be mispredicted about half the time).
+          const uint64_t v1 = std::min(base + half, v0 + kScan);
+          size_t found = 0;
+          for (uint64_t v = v0; v < v1; ++v) {
+            hit[found] = static_cast<uint32_t>(v - v0);
+            found += ((slots[v] & 0xFFFFFFFFu) != 0) & ((slots[v ^ e] & 0xFFFFFFFFu) != 0);
+          }
+          for (size_t f = 0; f < found; ++f) {
+            const uint64_t v = v0 + hit[f];
+            const uint64_t sv = slots[v], sw = slots[v ^ e];
+            const size_t as = sv >> 32, ae = as + (sv & 0xFFFFFFFFu);
+            const size_t bs = sw >> 32, be = bs + (sw & 0xFFFFFFFFu);
+            for (size_t a = as; a < ae; ++a) {
+              for (size_t b = bs; b < be; ++b) compare<kHw>(bi, ru, a, b, out);
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
   const size_t D = bi.keys.size();
   for (size_t mi = m0; mi < m1; ++mi) {
     const uint64_t e = masks[mi];
@@ -242,6 +290,83 @@ FC_ALWAYS_INLINE void across_runs_impl(const BlockIndex& bi, const Rules& ru, co
       }
     }
   }
+}
+
+// Masks grouped by their bits above the tile: all masks of a group send a tile's values to the
+// same partner tile, so the two tiles of `slots` stay in cache while the group's masks run.
+constexpr int kTileBits = 13;  // 8192 values: two tiles of slots are 128 KiB
+struct MaskGroups {
+  std::vector<uint64_t> masks;  // sorted by (mask >> kTileBits)
+  std::vector<size_t> begin;    // group g is masks[begin[g] .. begin[g + 1])
+  std::vector<uint64_t> high;   // mask >> kTileBits of group g
+};
+
+MaskGroups group_masks(std::vector<uint64_t> masks) {
+  MaskGroups g;
+  std::stable_sort(masks.begin(), masks.end(), [](uint64_t a, uint64_t b) { return (a >> kTileBits) < (b >> kTileBits); });
+  for (size_t i = 0; i < masks.size(); ++i) {
+    if (i == 0 || (masks[i] >> kTileBits) != g.high.back()) {
+      g.high.push_back(masks[i] >> kTileBits);
+      g.begin.push_back(i);
+    }
+  }
+  g.begin.push_back(masks.size());
+  g.masks = std::move(masks);
+  return g;
+}
+
+// Pairs between the values v of one tile and v ^ e, for every mask e (each unordered pair once:
+// from the lower tile, or within a tile from the v whose top bit of e is clear).
+template <bool kHw>
+FC_ALWAYS_INLINE void across_tile_impl(const BlockIndex& bi, const Rules& ru, const MaskGroups& mg, uint64_t tile,
+                                       std::vector<Emit>& out) {
+  constexpr uint64_t kTile = uint64_t{1} << kTileBits;
+  const uint64_t* slots = bi.slots.data();
+  const uint64_t v0 = tile << kTileBits;
+  std::vector<uint32_t> hit(kTile);
+  for (size_t g = 0; g + 1 < mg.begin.size(); ++g) {
+    if ((tile ^ mg.high[g]) < tile) continue;  // that pair of tiles is done from the other side
+    const bool same_tile = mg.high[g] == 0;
+    for (size_t mi = mg.begin[g]; mi < mg.begin[g + 1]; ++mi) {
+      const uint64_t e = mg.masks[mi];
+      int t = 63;
+      while (((e >> t) & 1) == 0) --t;
+      const uint64_t need_clear = same_tile ? (uint64_t{1} << t) : 0;
+      // Branch-free first pass: the values whose run and partner run are both occupied (a
+      // branch here would be mispredicted about half the time).
+      size_t found = 0;
+      for (uint64_t k = 0; k < kTile; ++k) {
+        const uint64_t v = v0 + k;
+        hit[found] = static_cast<uint32_t>(k);
+        found += ((v & need_clear) == 0) & ((slots[v] & 0xFFFFFFFFu) != 0) & ((slots[v ^ e] & 0xFFFFFFFFu) != 0);
+      }
+      for (size_t f = 0; f < found; ++f) {
+        const uint64_t v = v0 + hit[f];
+        const uint64_t sv = slots[v], sw = slots[v ^ e];
+        const size_t as = sv >> 32, ae = as + (sv & 0xFFFFFFFFu);
+        const size_t bs = sw >> 32, be = bs + (sw & 0xFFFFFFFFu);
+        for (size_t a = as; a < ae; ++a) {
+          for (size_t b = bs; b < be; ++b) compare<kHw>(bi, ru, a, b, out);
+        }
+      }
+    }
+  }
+}
+
+void across_tile_generic(const BlockIndex& bi, const Rules& ru, const MaskGroups& mg, uint64_t tile, std::vector<Emit>& out) {
+  across_tile_impl<false>(bi, ru, mg, tile, out);
+}
+#if FC_POPCNT_DISPATCH
+FC_TARGET_POPCNT void across_tile_popcnt(const BlockIndex& bi, const Rules& ru, const MaskGroups& mg, uint64_t tile,
+                                         std::vector<Emit>& out) {
+  across_tile_impl<true>(bi, ru, mg, tile, out);
+}
+#endif
+void across_tile(const BlockIndex& bi, const Rules& ru, const MaskGroups& mg, uint64_t tile, std::vector<Emit>& out) {
+#if FC_POPCNT_DISPATCH
+  if (cpu_has_popcnt()) return across_tile_popcnt(bi, ru, mg, tile, out);
+#endif
+  across_tile_generic(bi, ru, mg, tile, out);
 }
 
 void within_runs_generic(const BlockIndex& bi, const Rules& ru, size_t d0, size_t d1, std::vector<Emit>& out) {
@@ -352,15 +477,29 @@ void check_pair_budget(std::atomic<int64_t>& emitted, size_t added, int64_t max_
 
 }  // namespace
 
-SearchPlan plan_search(int64_t n, int radius) {
+SearchPlan plan_search(int64_t n, int radius, int blocks) {
   if (radius < 0 || radius > 64) throw InputError("radius must be in [0, 64], got " + std::to_string(radius));
+  if (blocks != 0) {
+    if (blocks < 1 || blocks > std::min(radius + 1, 64)) {
+      throw InputError("blocks must be in [1, radius + 1] = [1, " + std::to_string(std::min(radius + 1, 64)) +
+                       "], got " + std::to_string(blocks));
+    }
+    const SearchPlan p = split(blocks, radius, n);
+    if (!plan_feasible(p)) {
+      throw InputError(std::to_string(blocks) + " blocks at radius " + std::to_string(radius) +
+                       " need a neighbour search inside blocks wider than 24 bits; use more blocks");
+    }
+    return p;
+  }
   SearchPlan best;
   double best_cost = -1;
   for (int m = 1; m <= std::min(radius + 1, 64); ++m) {
     const SearchPlan p = split(m, radius, n);
     if (!plan_feasible(p)) continue;
-    // A look-up costs about twice a comparison (measured on x86-64; see docs/dedup.md).
-    const double cost = p.est_candidates + 2.0 * p.est_probes + static_cast<double>(n) * m;
+    // A probe (one value of one mask) costs about 5 comparisons: measured on x86-64 at 2M hashes,
+    // radius 10, where 3 blocks make 2.6e9 comparisons and 5.5e9 probes in 2.5x the time that
+    // 4 blocks take for 1.3e10 comparisons and 1.4e7 probes (docs/dedup.md).
+    const double cost = p.est_candidates + 6.0 * p.est_probes + static_cast<double>(n) * m;
     if (best_cost < 0 || cost < best_cost) {
       best = p;
       best_cost = cost;
@@ -371,7 +510,7 @@ SearchPlan plan_search(int64_t n, int radius) {
 
 HammingPairs hamming_pairs(const HammingQuery& q, int threads, const CancelToken* cancel) {
   check_query(q);
-  const SearchPlan plan = plan_search(q.n, q.radius);
+  const SearchPlan plan = plan_search(q.n, q.radius, q.blocks);
   const bool has2 = q.second != nullptr;
   std::atomic<int64_t> emitted{0};
   std::vector<std::vector<Emit>> parts;
@@ -390,14 +529,20 @@ HammingPairs hamming_pairs(const HammingQuery& q, int threads, const CancelToken
     const size_t D = bi.keys.size();
     const size_t run_chunk = std::max<size_t>(1, D / 256 + 1);
     const size_t n_run_items = (D + run_chunk - 1) / run_chunk;
+    // Dense value spaces wider than a tile are scanned tile by tile (all masks per tile, for cache
+    // reuse); otherwise the masks are the work items.
+    const bool tiled = !bi.slots.empty() && plan.bits[k] > kTileBits;
+    const MaskGroups groups = tiled ? group_masks(masks) : MaskGroups{};
     const size_t mask_chunk = std::max<size_t>(1, (masks.size() + 4095) / 4096);
-    const size_t n_mask_items = (masks.size() + mask_chunk - 1) / mask_chunk;
+    const size_t n_mask_items = tiled ? (bi.slots.size() >> kTileBits) : (masks.size() + mask_chunk - 1) / mask_chunk;
     std::vector<std::vector<Emit>> out(n_run_items + n_mask_items);
     parallel_for_blocks(static_cast<int64_t>(out.size()), threads, cancel, [&](int64_t item) {
       const size_t it = static_cast<size_t>(item);
       std::vector<Emit>& o = out[it];
       if (it < n_run_items) {
         within_runs(bi, ru, it * run_chunk, std::min(D, (it + 1) * run_chunk), o);
+      } else if (tiled) {
+        across_tile(bi, ru, groups, it - n_run_items, o);
       } else {
         const size_t mi = it - n_run_items;
         across_runs(bi, ru, masks.data(), mi * mask_chunk, std::min(masks.size(), (mi + 1) * mask_chunk), o);

@@ -39,6 +39,9 @@ struct HammingQuery {
   // identical hashes) would otherwise exhaust memory. Callers that only need groups should
   // collapse identical hashes first.
   int64_t max_pairs = int64_t{1} << 31;
+  // Number of blocks m in [1, radius + 1], or 0 to let plan_search choose. Any feasible m gives
+  // the same pairs (tests check every one); only the speed differs.
+  int blocks = 0;
 };
 
 struct SearchPlan {
@@ -50,8 +53,9 @@ struct SearchPlan {
   double est_probes = 0;      // expected bucket look-ups
 };
 
-// The block split the search will use for n hashes at radius r.
-SearchPlan plan_search(int64_t n, int radius);
+// The block split the search will use for n hashes at radius r: the feasible m with the lowest
+// modelled cost, or the split into exactly `blocks` blocks (InputError if that is infeasible).
+SearchPlan plan_search(int64_t n, int radius, int blocks = 0);
 
 // All pairs within the radius (multi-index hashing). Threads: 0 = all cores.
 HammingPairs hamming_pairs(const HammingQuery& q, int threads, const CancelToken* cancel = nullptr);

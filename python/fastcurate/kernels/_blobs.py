@@ -2,11 +2,13 @@
 
 Arrow ``binary`` / ``large_binary`` arrays cross into C++ without a copy (validity, offsets and data
 buffers, honouring the slice offset and nulls); a Python list crosses as views of its ``bytes``.
-The same inputs can also be walked row by row from Python (:func:`blob_getter`) without turning an
-Arrow array into a list of ``bytes`` first.
+The same inputs can also be walked from Python in row ranges (:func:`blob_rows`) without turning
+an Arrow array into a list of ``bytes`` first.
 """
 
 from __future__ import annotations
+
+import bisect
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -85,8 +87,9 @@ def to_blob_columns(blobs: Any, what: str = "blobs") -> Tuple[str, Any, int]:
     return "list", seq, len(seq)
 
 
-def blob_getter(blobs: Any, what: str = "blobs") -> Tuple[int, Callable[[int], Optional[Union[bytes, memoryview]]]]:
-    """``(n, get)`` where ``get(i)`` returns row i's bytes (a memoryview for Arrow input) or None.
+def blob_rows(blobs: Any, what: str = "blobs") -> Tuple[int, Callable[[int, int], List[Optional[Union[bytes, memoryview]]]]]:
+    """``(n, fetch)`` where ``fetch(lo, hi)`` returns rows lo..hi-1 as bytes (memoryviews of the
+    data buffer for Arrow input, no copy) or None for nulls.
 
     Checks every item's type up front, so a bad row fails before any work starts.
     """
@@ -97,29 +100,35 @@ def blob_getter(blobs: Any, what: str = "blobs") -> Tuple[int, Callable[[int], O
             if b is not None and not isinstance(b, bytes):
                 hint = "pass Path(p).read_bytes(), not the path" if isinstance(b, str) else "convert it with bytes(x)"
                 raise InputTypeError(f"{what}[{i}] is a {type(b).__name__}, expected bytes or None; {hint}")
-        return n, lambda i: seq[i]
-    # Arrow: the row's bytes are a slice of the chunk's data buffer (no copy).
-    starts: List[int] = []
-    views: List[Tuple[np.ndarray, Optional[np.ndarray], memoryview]] = []
+        return n, lambda lo, hi: list(seq[lo:hi])
+
+    # Arrow: each row is a slice of its chunk's data buffer. Offsets and validity become Python
+    # lists once per chunk, so fetching a row costs a list lookup and a memoryview slice.
+    chunks: List[Tuple[int, List[int], Optional[List[bool]], memoryview]] = []
     row0 = 0
     for validity, offsets, data, offset, length, large in payload:
-        off = np.frombuffer(offsets, dtype=np.int64 if large else np.int32)[offset : offset + length + 1] if length else np.zeros(1, np.int64)
+        if length == 0:
+            continue
+        off = np.frombuffer(offsets, dtype=np.int64 if large else np.int32)[offset : offset + length + 1].tolist()
         valid = None
         if validity is not None:
             bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
-            valid = bits[offset : offset + length].astype(bool)
-        mv = memoryview(data) if data is not None else memoryview(b"")
-        starts.append(row0)
-        views.append((off, valid, mv))
+            valid = bits[offset : offset + length].astype(bool).tolist()
+        chunks.append((row0, off, valid, memoryview(data) if data is not None else memoryview(b"")))
         row0 += length
-    starts_arr = np.asarray(starts, dtype=np.int64)
+    starts = [c[0] for c in chunks]
 
-    def get(i: int) -> Optional[memoryview]:
-        c = int(np.searchsorted(starts_arr, i, side="right")) - 1
-        off, valid, mv = views[c]
-        k = i - int(starts_arr[c])
-        if valid is not None and not valid[k]:
-            return None
-        return mv[int(off[k]) : int(off[k + 1])]
+    def fetch(lo: int, hi: int) -> List[Optional[memoryview]]:
+        out: List[Optional[memoryview]] = []
+        c = max(0, bisect.bisect_right(starts, lo) - 1)
+        i = lo
+        while i < hi:
+            first, off, valid, mv = chunks[c]
+            end = min(hi, first + len(off) - 1)
+            for k in range(i - first, end - first):
+                out.append(None if valid is not None and not valid[k] else mv[off[k] : off[k + 1]])
+            i = end
+            c += 1
+        return out
 
-    return n, get
+    return n, fetch

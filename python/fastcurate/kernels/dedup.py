@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from .. import _core
 from ..errors import InputError, InputTypeError
-from ._blobs import blob_getter
+from ._blobs import blob_rows
 
 __all__ = [
     "DEFAULT_RADIUS",
@@ -110,12 +110,15 @@ def hamming_pairs(
     threads: Optional[int] = None,
     max_pairs: int = DEFAULT_MAX_PAIRS,
     method: str = "mih",
+    blocks: Optional[int] = None,
 ) -> Pairs:
     """Every pair of rows with ``popcount(hashes[i] ^ hashes[j]) <= radius`` (and, with ``second``,
     ``popcount(second[i] ^ second[j]) <= second_radius``).
 
     ``method="mih"`` (multi-index hashing) and ``method="brute"`` (every pair) return identical
-    results; raises InputError when more than ``max_pairs`` pairs qualify.
+    results; raises InputError when more than ``max_pairs`` pairs qualify. ``blocks`` forces the
+    number of MIH blocks (None: the cost model's choice, see :func:`search_plan`); the result is the
+    same for every value, only the speed differs.
     """
     h = _hash_array(hashes, "hashes")
     s = None if second is None else _hash_array(second, "second")
@@ -124,15 +127,16 @@ def hamming_pairs(
     if method not in ("mih", "brute"):
         raise InputError(f"method must be 'mih' or 'brute', got {method!r}")
     i, j, d, d2 = _core.hamming_pairs(
-        h, _radius(radius, "radius"), s, _radius(second_radius, "second_radius"), int(max_pairs), _threads(threads), method
+        h, _radius(radius, "radius"), s, _radius(second_radius, "second_radius"), int(max_pairs), _threads(threads), method,
+        int(blocks or 0),
     )
     return Pairs(i=i, j=j, distance=d, distance2=d2)
 
 
-def search_plan(n: int, radius: int = DEFAULT_RADIUS) -> dict:
+def search_plan(n: int, radius: int = DEFAULT_RADIUS, blocks: Optional[int] = None) -> dict:
     """The block split :func:`hamming_pairs` uses for ``n`` hashes (blocks, bits, per-block radii and
-    the expected comparisons for uniformly random hashes)."""
-    return dict(_core.plan_search(int(n), _radius(radius, "radius")))
+    the expected comparisons and look-ups for uniformly random hashes)."""
+    return dict(_core.plan_search(int(n), _radius(radius, "radius"), int(blocks or 0)))
 
 
 def connected_components(n: int, i: Any, j: Any) -> np.ndarray:
@@ -312,22 +316,28 @@ def _xxh3_128() -> Any:
     return xxhash.xxh3_128_intdigest
 
 
-def _digests(n: int, get: Any) -> ContentHashes:
+def _digests(n: int, fetch: Any) -> ContentHashes:
     h128 = _xxh3_128()
-    digest = np.zeros((n, 2), dtype=np.uint64)
-    valid = np.zeros(n, dtype=bool)
     mask = (1 << 64) - 1
-    his = digest[:, 0]
-    los = digest[:, 1]
-    for i in range(n):
-        b = get(i)
-        if b is None:
-            continue
-        d = h128(b)
-        his[i] = d >> 64
-        los[i] = d & mask
-        valid[i] = True
-    return ContentHashes(digest=digest, valid=valid)
+    his: List[int] = []
+    los: List[int] = []
+    valid: List[bool] = []
+    step = 65536  # rows fetched at a time: bounded memory for the views, few Python calls
+    for lo in range(0, n, step):
+        for b in fetch(lo, min(n, lo + step)):
+            if b is None:
+                his.append(0)
+                los.append(0)
+                valid.append(False)
+            else:
+                d = h128(b)
+                his.append(d >> 64)
+                los.append(d & mask)
+                valid.append(True)
+    digest = np.empty((n, 2), dtype=np.uint64)
+    digest[:, 0] = np.array(his, dtype=np.uint64)
+    digest[:, 1] = np.array(los, dtype=np.uint64)
+    return ContentHashes(digest=digest, valid=np.array(valid, dtype=bool))
 
 
 def content_hashes(blobs: Any) -> ContentHashes:
@@ -337,8 +347,8 @@ def content_hashes(blobs: Any) -> ContentHashes:
     ``bytes`` / None. One ``xxhash`` call per row (measured in benchmarks/RESULTS.md: the per-call
     cost is small next to hashing an image's tens of kilobytes).
     """
-    n, get = blob_getter(blobs)
-    return _digests(n, get)
+    n, fetch = blob_rows(blobs)
+    return _digests(n, fetch)
 
 
 def text_hashes(texts: Any) -> ContentHashes:

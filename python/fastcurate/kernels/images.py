@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import InputError
-from ._blobs import blob_getter, to_blob_columns
+from ._blobs import blob_rows, to_blob_columns
 
 __all__ = [
     "STATUS_NAMES",
@@ -193,7 +193,7 @@ def perceptual_hashes(
     ``chunk_size`` images in one C++ call. A null or undecodable image is not an error: its row
     gets ``ok=False`` and a reason in ``errors``. The hashes do not depend on ``threads``.
     """
-    n, get = blob_getter(blobs)
+    n, fetch = blob_rows(blobs)
     if chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     n_threads = _threads(threads) or (os.cpu_count() or 1)
@@ -206,8 +206,7 @@ def perceptual_hashes(
         rows: List[int] = []
         arrays: List[np.ndarray] = []
         errs: Dict[int, str] = {}
-        for i in range(lo, min(n, lo + chunk_size)):
-            b = get(i)
+        for i, b in enumerate(fetch(lo, min(n, lo + chunk_size)), start=lo):
             if b is None:
                 errs[i] = "null image"
                 continue
