@@ -18,7 +18,10 @@
 #include "fastcurate/balance.hpp"
 #include "fastcurate/common.hpp"
 #include "fastcurate/langid.hpp"
+#include "fastcurate/hamming.hpp"
+#include "fastcurate/image_size.hpp"
 #include "fastcurate/matcher.hpp"
+#include "fastcurate/phash.hpp"
 #include "fastcurate/simd.hpp"
 #include "fastcurate/text_rules.hpp"
 #include "fastcurate/unicode_class.hpp"
@@ -662,6 +665,240 @@ Thread safety: immutable after construction; predict() may be called from many t
       "Class bits of a code point (1 space, 2 alpha, 4 other alphanumeric, 8 combining mark); for tests.");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Image kernels (fastcurate/image_size.hpp, phash.hpp, hamming.hpp): header sizes, perceptual
+// hashes of decoded grayscale images, the Hamming-radius pair search and duplicate grouping.
+// fastcurate.kernels.images and fastcurate.kernels.dedup wrap them.
+namespace fc_image_bind {
+namespace py = pybind11;
+using fc_balance_bind::checked;
+
+// Encoded images as a Python sequence: bytes (viewed in place; the tuple keeps them alive and
+// bytes are immutable, so the GIL can be released) or None (a null row).
+Columns blob_columns(const std::string& kind, const py::handle& blobs) {
+  if (kind == "arrow") return make_columns(kind, blobs);
+  if (kind != "list") throw std::invalid_argument("kind must be 'arrow' or 'list'");
+  Columns c;
+  c.strings.reset(new PyStrings);
+  PyStrings& s = *c.strings;
+  PyObject* t = PySequence_Tuple(blobs.ptr());
+  if (t == nullptr) throw py::error_already_set();
+  s.keep = py::reinterpret_steal<py::tuple>(t);
+  const size_t n = s.keep.size();
+  s.views.resize(n);
+  s.valid.assign(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* o = PyTuple_GET_ITEM(t, static_cast<py::ssize_t>(i));
+    if (PyBytes_Check(o)) {
+      s.views[i] = std::string_view(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)));
+    } else if (o == Py_None) {
+      s.valid[i] = 0;
+      s.any_null = true;
+    } else if (PyUnicode_Check(o)) {
+      throw std::invalid_argument("blobs[" + std::to_string(i) +
+                                  "] is a str, expected bytes (the encoded image file); to read files pass "
+                                  "Path(p).read_bytes(), not the path");
+    } else {
+      throw std::invalid_argument("blobs[" + std::to_string(i) + "] is a " + std::string(Py_TYPE(o)->tp_name) +
+                                  ", expected bytes or None; convert it with bytes(x)");
+    }
+  }
+  TextColumn col;
+  col.views = s.views.data();
+  col.view_valid = s.any_null ? s.valid.data() : nullptr;
+  col.length = static_cast<int64_t>(n);
+  c.cols.push_back(col);
+  c.rows = col.length;
+  return c;
+}
+
+// A 2-D uint8 array as a GrayImage (rows may be strided, pixels within a row must be adjacent).
+GrayImage gray_view(const py::array& a, size_t i) {
+  const std::string w = "images[" + std::to_string(i) + "]";
+  if (a.ndim() != 2) {
+    throw InputError(w + " must be a 2-D (height, width) grayscale array, got ndim=" + std::to_string(a.ndim()) +
+                     "; convert colour images with PIL's Image.convert('L')");
+  }
+  const auto d = a.dtype();
+  if (d.kind() != 'u' || d.itemsize() != 1) {
+    throw InputError(w + " must have dtype uint8, got " + py::str(d).cast<std::string>() +
+                     "; 8-bit grayscale is what the hash is defined on");
+  }
+  // Empty images are rejected by the kernel (with the row); one-row images have no row stride.
+  const bool empty = a.shape(0) == 0 || a.shape(1) == 0;
+  if (!empty && (a.strides(1) != 1 || (a.shape(0) > 1 && a.strides(0) < a.shape(1)))) {
+    throw InputError(w + " must have contiguous rows; pass np.ascontiguousarray(" + w + ")");
+  }
+  GrayImage g;
+  g.data = static_cast<const uint8_t*>(a.data());
+  g.height = a.shape(0);
+  g.width = a.shape(1);
+  g.stride = a.shape(0) > 1 ? a.strides(0) : a.shape(1);
+  return g;
+}
+
+py::object hamming_call(const py::array& hashes, int radius, const py::object& second, int radius2,
+                        int64_t max_pairs, int threads, bool brute, int blocks) {
+  HammingQuery q;
+  q.blocks = blocks;
+  q.hashes = checked<std::uint64_t>(hashes, "hashes");
+  q.n = hashes.shape(0);
+  q.radius = radius;
+  q.radius2 = radius2;
+  q.max_pairs = max_pairs;
+  py::array second_arr;
+  if (!second.is_none()) {
+    second_arr = py::reinterpret_borrow<py::array>(second);
+    q.second = checked<std::uint64_t>(second_arr, "second");
+    if (second_arr.shape(0) != q.n) {
+      throw InputError("second has " + std::to_string(second_arr.shape(0)) + " hashes but hashes has " +
+                       std::to_string(q.n) + "; pass one second hash per row");
+    }
+  }
+  check_threads(threads);
+  HammingPairs r = run_released(q.n, [&](const CancelToken* cancel) {
+    return brute ? hamming_pairs_brute(q, threads, cancel) : hamming_pairs(q, threads, cancel);
+  });
+  py::object d2 = py::none();
+  if (q.second != nullptr) d2 = to_numpy(std::move(r.dist2));
+  return py::make_tuple(to_numpy(std::move(r.i)), to_numpy(std::move(r.j)), to_numpy(std::move(r.dist)), d2);
+}
+
+}  // namespace fc_image_bind
+
+inline void bind_images(pybind11::module_& m) {
+  namespace py = pybind11;
+  using namespace fc_image_bind;
+
+  m.def(
+      "image_sizes",
+      [](const std::string& kind, const py::handle& blobs, int threads) {
+        Columns c = blob_columns(kind, blobs);
+        check_threads(threads);
+        ImageSizeResult r = run_released(c.rows, [&](const CancelToken* cancel) {
+          return fastcurate::image_sizes(c.cols, threads, cancel);
+        });
+        return py::make_tuple(to_numpy(std::move(r.width)), to_numpy(std::move(r.height)),
+                              to_numpy(std::move(r.status)), to_numpy(std::move(r.format)));
+      },
+      py::arg("kind"), py::arg("blobs"), py::arg("threads") = 0,
+      "(width int32, height int32, status uint8, format uint8) of every encoded image, from its header.");
+
+  m.def(
+      "gray_hashes",
+      [](const py::handle& images, int threads) {
+        PyObject* t = PySequence_Tuple(images.ptr());
+        if (t == nullptr) throw py::error_already_set();
+        py::tuple keep = py::reinterpret_steal<py::tuple>(t);  // keeps every array alive
+        std::vector<GrayImage> views(keep.size());
+        for (size_t i = 0; i < keep.size(); ++i) {
+          if (!py::isinstance<py::array>(keep[i])) {
+            throw std::invalid_argument("images[" + std::to_string(i) + "] is a " +
+                                        std::string(Py_TYPE(keep[i].ptr())->tp_name) + ", expected a numpy uint8 array");
+          }
+          views[i] = gray_view(py::reinterpret_borrow<py::array>(keep[i]), i);
+        }
+        check_threads(threads);
+        const int64_t n = static_cast<int64_t>(views.size());
+        std::vector<uint64_t> ph(views.size()), dh(views.size());
+        run_released(n, [&](const CancelToken* cancel) {
+          perceptual_hashes(views.data(), n, ph.data(), dh.data(), threads, cancel);
+          return 0;
+        });
+        return py::make_tuple(to_numpy(std::move(ph)), to_numpy(std::move(dh)));
+      },
+      py::arg("images"), py::arg("threads") = 0,
+      "(phash uint64, dhash uint64) of 2-D uint8 grayscale arrays (definitions in docs/dedup.md).");
+
+  m.def(
+      "box_sums",
+      [](const py::array& image, int rows, int cols) {
+        if (rows < 1 || cols < 1 || rows > 4096 || cols > 4096) throw InputError("rows and cols must be in [1, 4096]");
+        GrayImage g = gray_view(image, 0);
+        std::vector<int64_t> s;
+        {
+          py::gil_scoped_release release;
+          s = fastcurate::box_sums(g, rows, cols);
+        }
+        return to_numpy(std::move(s)).reshape({rows, cols});
+      },
+      py::arg("image"), py::arg("rows"), py::arg("cols"),
+      "Exact box-filter sums (int64, rows x cols) of a grayscale image: each cell is the area mean times H*W.");
+
+  m.def("phash_dct_table", []() {
+    py::array_t<int32_t> t({8, 32});
+    std::memcpy(t.mutable_data(), kPhashDct, sizeof(kPhashDct));
+    return t;
+  }, "The 8x32 integer DCT-II table of phash: round(4096 * cos(pi*u*(2x+1)/64)).");
+
+  m.def(
+      "hamming_pairs",
+      [](const py::array& hashes, int radius, const py::object& second, int radius2, int64_t max_pairs, int threads,
+         const std::string& method, int blocks) {
+        if (method != "mih" && method != "brute") throw InputError("method must be 'mih' or 'brute', got '" + method + "'");
+        return hamming_call(hashes, radius, second, radius2, max_pairs, threads, method == "brute", blocks);
+      },
+      py::arg("hashes"), py::arg("radius"), py::arg("second") = py::none(), py::arg("radius2") = 64,
+      py::arg("max_pairs") = int64_t{1} << 31, py::arg("threads") = 0, py::arg("method") = "mih", py::arg("blocks") = 0,
+      "All pairs (i < j) within the Hamming radius: (i int64, j int64, dist uint8, dist2 uint8 or None), sorted.");
+
+  m.def(
+      "plan_search",
+      [](int64_t n, int radius, int blocks) {
+        const SearchPlan p = fastcurate::plan_search(n, radius, blocks);
+        py::dict d;
+        py::list bits, shift, rad;
+        for (int k = 0; k < p.blocks; ++k) {
+          bits.append(p.bits[k]);
+          shift.append(p.shift[k]);
+          rad.append(p.radius[k]);
+        }
+        d["blocks"] = p.blocks;
+        d["bits"] = bits;
+        d["shift"] = shift;
+        d["radius"] = rad;
+        d["est_candidates"] = p.est_candidates;
+        d["est_probes"] = p.est_probes;
+        return d;
+      },
+      py::arg("n"), py::arg("radius"), py::arg("blocks") = 0,
+      "The block split hamming_pairs uses for n hashes at a radius (blocks=0: the cost model's choice).");
+
+  m.def(
+      "connected_components",
+      [](int64_t n, const py::array& a, const py::array& b) {
+        const auto* pa = checked<std::int64_t>(a, "a");
+        const auto* pb = checked<std::int64_t>(b, "b");
+        if (a.shape(0) != b.shape(0)) throw InputError("a and b must have the same length");
+        const int64_t m = a.shape(0);
+        std::vector<int64_t> labels;
+        {
+          py::gil_scoped_release release;
+          labels = fastcurate::connected_components(n, pa, pb, m);
+        }
+        return to_numpy(std::move(labels));
+      },
+      py::arg("n"), py::arg("a"), py::arg("b"),
+      "Union-find over n rows and the edges (a[k], b[k]): each row's label is the smallest row of its group.");
+
+  m.def(
+      "best_of_groups",
+      [](const py::array& labels, const py::array& rank) {
+        const auto* pl = checked<std::int64_t>(labels, "labels");
+        const auto* pr = checked<std::int64_t>(rank, "rank");
+        if (labels.shape(0) != rank.shape(0)) throw InputError("labels and rank must have the same length");
+        const int64_t n = labels.shape(0);
+        std::vector<int64_t> twin;
+        {
+          py::gil_scoped_release release;
+          twin = fastcurate::best_of_groups(n, pl, pr);
+        }
+        return to_numpy(std::move(twin));
+      },
+      py::arg("labels"), py::arg("rank"),
+      "For each row, the row its group keeps: smallest rank, then smallest row index.");
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastcurate C++ kernels (use the fastcurate package, not this module directly)";
 
@@ -692,6 +929,7 @@ PYBIND11_MODULE(_core, m) {
   bind_matcher(m);
   bind_balance(m);
   bind_text_filters(m);
+  bind_images(m);
 
   m.def("simd_name", &simd::active_name, "The vectorised code path in use: 'sse2' or 'scalar'.");
   m.def("simd_available", []() { return simd::kCompiled; }, "Whether a vectorised path was compiled in.");
