@@ -150,3 +150,42 @@ def _filter() -> Any:
 
 
 CASES["filter"] = lambda: Case(filter_table(900), _filter)
+
+
+def dedup_table(n: int, seed: int = 0) -> pa.Table:
+    """Small photos-like JPEGs: byte-identical copies, re-encoded copies (other bytes, same image),
+    distinct images, a null and a garbage image; captions; original sizes for the keep rule."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def photo(k: int, q: int, size: int = 64) -> bytes:
+        r = np.random.default_rng(1000 + k)  # image k: a smooth random field, so hashes are stable
+        base = r.normal(0, 1, (8, 8, 3))
+        img = Image.fromarray(np.clip(128 + 60 * base, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+        b = io.BytesIO()
+        img.save(b, "JPEG", quality=q)
+        return b.getvalue()
+
+    n_distinct = max(4, n // 4)
+    imgs, caps, w = [], [], []
+    for i in range(n):
+        k = int(rng.integers(0, n_distinct))
+        kind = rng.random()
+        q = 90 if kind < 0.5 else int(rng.integers(40, 95))  # half exact copies of q=90, half re-encoded
+        imgs.append(photo(k, q))
+        caps.append(f"photo number {k}")
+        w.append(int(rng.integers(100, 900)))
+    imgs[1] = None
+    imgs[3] = b"garbage bytes"
+    return pa.table({"uid": pa.array([f"d{i:04d}" for i in range(n)]), "jpg": pa.array(imgs, pa.binary()),
+                     "caption": caps, "width": pa.array(w, pa.int64()), "height": pa.array(w, pa.int64())})
+
+
+def _dedup() -> Any:
+    from fastcurate.stages.dedup.stage import DedupStage
+
+    return DedupStage(exact=("image",), near=True)
+
+
+CASES["dedup"] = lambda: Case(dedup_table(60), _dedup, batch_size=11)

@@ -15,6 +15,7 @@ STAGES: Dict[str, str] = {
     "match": "fastcurate.stages.match.stage:MatchStage",
     "embed": "fastcurate.stages.embed.stage:EmbedStage",
     "filter": "fastcurate.stages.filter.stage:FilterStage",
+    "dedup": "fastcurate.stages.dedup.stage:DedupStage",
 }
 
 # modules with a ``register(subparsers)`` function, in the order of the CLI's help
@@ -23,6 +24,7 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.match.cli",
     "fastcurate.stages.filter.cli",
     "fastcurate.stages.embed.cli",
+    "fastcurate.stages.dedup.cli",
 ]
 
 

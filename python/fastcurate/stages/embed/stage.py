@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...io.columns import Roles
+from ...io.images import image_sources
 from ...runner.stage import Batch, Context, Result, Stage
 
 if TYPE_CHECKING:
@@ -32,20 +33,6 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 # decoder reason (fastcurate.models.preprocess.ImageError.reason) -> drop reason
 _IMAGE_REASONS = {"empty": "empty_image", "undecodable": "undecodable", "truncated": "truncated_image",
                   "too_large": "too_large", "unreadable": "missing_file", "missing": "missing_file"}
-
-
-def image_sources(arr: "pa.Array", base: Path) -> List[Any]:
-    """An image column as what the decoder takes: bytes, or a path (relative paths are taken
-    from ``base``, the shard's directory), or None. Hugging Face ``{bytes, path}`` structs give
-    their bytes, else their path."""
-    import pyarrow as pa
-
-    t = arr.type
-    if pa.types.is_struct(t):
-        vals = [(r.get("bytes") or r.get("path")) if r else None for r in arr.to_pylist()]
-    else:
-        vals = arr.to_pylist()
-    return [str(base / v) if isinstance(v, str) and not os.path.isabs(v) else v for v in vals]
 
 
 def f16_list(emb: np.ndarray, valid: Optional[np.ndarray] = None) -> "pa.Array":

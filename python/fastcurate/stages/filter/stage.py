@@ -27,6 +27,7 @@ from ...errors import InputError
 from ...io.atomic import atomic_write_npy
 from ...io.columns import Roles
 from ...io.discover import ShardRef
+from ...io.images import image_bytes
 from ...runner.stage import Batch, Context, Result, Stage
 
 if TYPE_CHECKING:
@@ -346,7 +347,8 @@ class FilterStage(Stage):
         if img is not None and not known.all():
             from ...kernels.images import image_sizes
 
-            blobs = _image_bytes(img, batch.shard.path.parent)
+            # headers sit in the first bytes; 1 MB covers large EXIF blocks
+            blobs = image_bytes(img, batch.shard.path.parent, max_bytes=1 << 20)
             sz = image_sizes(blobs, threads=ctx.threads)
             use = ~known & sz.ok
             w[use], h[use] = sz.width[use], sz.height[use]
@@ -384,27 +386,3 @@ class FilterStage(Stage):
         if self._threshold is not None:
             out["clip_score_threshold"] = self._threshold
         return out
-
-
-def _image_bytes(arr: "pa.Array", base: Path) -> Any:
-    """The image column as bytes for the header reader: a binary column as is; paths are read
-    (relative ones from the shard's directory); {bytes, path} structs give their bytes."""
-    import pyarrow as pa
-
-    t = arr.type
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return arr
-    out: List[Optional[bytes]] = []
-    vals = arr.to_pylist()
-    for v in vals:
-        if isinstance(v, dict):
-            v = v.get("bytes") or v.get("path")
-        if isinstance(v, str):
-            p = Path(v) if os.path.isabs(v) else base / v
-            try:
-                with open(p, "rb") as f:
-                    v = f.read(1 << 20)  # headers sit in the first bytes; 1 MB covers large EXIF blocks
-            except OSError:
-                v = None
-        out.append(v)
-    return pa.array(out, pa.binary())
