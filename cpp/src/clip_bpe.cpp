@@ -18,6 +18,7 @@ constexpr size_t kDefaultMaxCacheWords = size_t{1} << 21;
 constexpr size_t kMaxCachedWordBytes = 4096;
 // The pools are cleared before their 32-bit offsets could overflow.
 constexpr size_t kMaxPoolItems = size_t{1} << 30;
+constexpr size_t kInitialCacheSlots = size_t{1} << 12;  // grows by doubling at half load
 
 constexpr std::string_view kSot = "<start_of_text>";
 constexpr std::string_view kEot = "<end_of_text>";
@@ -170,7 +171,7 @@ ClipBpe::ClipBpe(const ClipBpeTables& t, size_t max_cache_words)
       break;
     }
   }
-  cache_.assign(1 << 16, CacheSlot{0, 0, 0, 0, 0});
+  cache_.assign(kInitialCacheSlots, CacheSlot{0, 0, 0, 0, 0});
   cache_mask_ = cache_.size() - 1;
 }
 
@@ -299,7 +300,7 @@ void ClipBpe::grow_cache() {
 
 void ClipBpe::clear_cache() {
   std::lock_guard<std::mutex> lock(mu_);
-  cache_.assign(1 << 16, CacheSlot{0, 0, 0, 0, 0});
+  cache_.assign(kInitialCacheSlots, CacheSlot{0, 0, 0, 0, 0});
   cache_mask_ = cache_.size() - 1;
   cache_count_ = 0;
   key_pool_.clear();
@@ -333,7 +334,7 @@ const int32_t* ClipBpe::lookup(const uint8_t* w, size_t n, uint32_t& len) {
   if (cache_count_ + 1 > max_cache_words_ || key_pool_.size() + n > kMaxPoolItems ||
       id_pool_.size() + scratch_.size() > kMaxPoolItems) {
     // Bounded memory on endless streams: start over (refilling costs one BPE per word).
-    cache_.assign(1 << 16, CacheSlot{0, 0, 0, 0, 0});
+    cache_.assign(kInitialCacheSlots, CacheSlot{0, 0, 0, 0, 0});
     cache_mask_ = cache_.size() - 1;
     cache_count_ = 0;
     key_pool_.clear();

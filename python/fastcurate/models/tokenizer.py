@@ -82,7 +82,7 @@ def build_clip_tokenizer_json(bpe_path: Union[str, Path], out_path: Union[str, P
     opener = gzip.open if bpe_path.suffix == ".gz" else open
     with opener(bpe_path, "rb") as f:
         lines = f.read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    merges: List[Tuple[str, str]] = [(a, b) for a, b in (m.split() for m in lines[1 : 49152 - 256 - 2 + 1])]
     byte_chars = list(_bytes_to_unicode().values())
     vocab_list = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
