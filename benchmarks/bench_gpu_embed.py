@@ -405,6 +405,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if dev == "cuda" and not torch.cuda.is_available():
         print("--device cuda but torch sees no GPU", file=sys.stderr)
         return 2
+    if dev == "cuda" and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA / cuDNN in the nvidia-* wheels that torch uses (torch, imported
+        # above, has loaded most of them already).
+        try:
+            ort.preload_dlls()
+        except Exception as e:  # noqa: BLE001
+            print(f"onnxruntime.preload_dlls failed ({e}); relying on torch's CUDA libraries", file=sys.stderr)
     B = a.batch or (256 if dev == "cuda" else 32)
     TB = a.text_batch or (256 if dev == "cuda" else 16)
     prefetch = a.prefetch or (4 if dev == "cuda" else 2)
@@ -480,6 +487,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             e32, e16 = enc("fp32"), enc("fp16")
             s32, s16 = e32.image_session, e16.image_session
             res["providers"] = s16.providers
+            if dev == "cuda" and s16.providers[0] != "CUDAExecutionProvider":
+                # ORT falls back to the CPU when the CUDA provider cannot load (missing cuDNN, ...).
+                ort_cuda = False
+                res["notes"].append(f"the ORT session fell back to {s16.providers}: fastcurate's numbers are CPU numbers")
+                print(f"!! ORT session providers {s16.providers}: the CUDA provider did not load", file=sys.stderr)
             o32 = np.concatenate([s32.run({s32.input_names[0]: x[i : i + B]}) for i in range(0, len(x), B)])
             o16 = np.concatenate([s16.run({s16.input_names[0]: x[i : i + B]}) for i in range(0, len(x), B)])
             check("image fp32 ORT vs open_clip (same batch), min cos", cos_rows(o32, ref_img).min())

@@ -305,6 +305,11 @@ class ClipTokenizer:
             out[r, 2 + take :] = 0
             lengths[r] = take + 2
 
+    def tokenize_with_lengths(self, texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+        """``(ids [n, context_length] int64, lengths [n] int32)``: each row's token count, start and end
+        tokens included. Use the lengths, not a count of non-zero ids: id 0 is a real token."""
+        return self._encode(texts)
+
     def encode_ids(self, texts: Sequence[str]) -> List[List[int]]:
         """Token ids of each text, with start/end tokens and truncation, unpadded."""
         out, lengths = self._encode(texts)
