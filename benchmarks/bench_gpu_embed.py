@@ -59,7 +59,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 SHARED = ROOT.parent / "shared" / "data"
-# A GPU session carries the data inside the checkout (../shared does not travel): see docs/embedding.md.
+# A GPU session carries the data inside the checkout (../shared does not travel): see docs/embed.md.
 CARRIED = ROOT / ".gpu-data"
 
 TINY_CFG = {
@@ -136,7 +136,7 @@ def find_images(arg: Optional[str]) -> List[Path]:
         if files:
             return files
     raise SystemExit(f"no JPEG photos found in {[str(c) for c in cands]}; pass --images-dir "
-                     "(a GPU session carries them in .gpu-data/images, see docs/embedding.md)")
+                     "(a GPU session carries them in .gpu-data/images, see docs/embed.md)")
 
 
 def find_captions(arg: Optional[str], n: int) -> List[str]:
@@ -177,6 +177,21 @@ def calibrate(f: Callable[[int], None], unit: int, seconds: float, cap: int) -> 
     rate = n / max(time.perf_counter() - t0, 1e-6)
     want = int(rate * seconds) // unit * unit
     return int(min(max(want, unit), max(cap // unit * unit, unit)))
+
+
+def calibrate_all(engines: Dict[str, Callable[[int], None]], unit: int, seconds: float, cap: int,
+                  notes: List[str]) -> Dict[str, int]:
+    """Calibrates each engine; one that fails is dropped (and noted) so the others still run."""
+    sizes = {}
+    for k in list(engines):
+        try:
+            sizes[k] = calibrate(engines[k], unit, seconds, cap)
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"{k} failed and was dropped: {type(e).__name__}: {e}")
+            print(f"!! {k} failed and was dropped: {e}", file=sys.stderr)
+            traceback.print_exc()
+            del engines[k]
+    return sizes
 
 
 def cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -464,7 +479,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ort_dev = "cuda" if (dev == "cuda" and ort_cuda) else "cpu"
     if dev == "cuda" and not ort_cuda:
         res["notes"].append("onnxruntime has no CUDAExecutionProvider: fastcurate's GPU path was not measured; "
-                            "install onnxruntime-gpu (see docs/embedding.md)")
+                            "install onnxruntime-gpu (see docs/embed.md)")
         print("!! onnxruntime has no CUDAExecutionProvider: only open_clip's side is measured", file=sys.stderr)
 
     def enc(precision: str, fast: bool = False) -> ClipEncoder:
@@ -483,40 +498,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         oc_imgs32 = OpenClipImages(model32, oc_pre, dev, T, B, prefetch)
         oc_e2e = oc_imgs32(sample)
         res["ort_device"] = ort_dev
-        if dev == "cpu" or ort_cuda:
-            e32, e16 = enc("fp32"), enc("fp16")
-            s32, s16 = e32.image_session, e16.image_session
-            res["providers"] = s16.providers
-            if dev == "cuda" and s16.providers[0] != "CUDAExecutionProvider":
-                # ORT falls back to the CPU when the CUDA provider cannot load (missing cuDNN, ...).
-                ort_cuda = False
-                res["notes"].append(f"the ORT session fell back to {s16.providers}: fastcurate's numbers are CPU numbers")
-                print(f"!! ORT session providers {s16.providers}: the CUDA provider did not load", file=sys.stderr)
-            o32 = np.concatenate([s32.run({s32.input_names[0]: x[i : i + B]}) for i in range(0, len(x), B)])
-            o16 = np.concatenate([s16.run({s16.input_names[0]: x[i : i + B]}) for i in range(0, len(x), B)])
-            check("image fp32 ORT vs open_clip (same batch), min cos", cos_rows(o32, ref_img).min())
-            check("image fp16 vs fp32 ORT, min cos", cos_rows(o16, o32).min())
-            t32, t16 = e32.encode_texts(captions[:256]), e16.encode_texts(captions[:256])
-            check("text fp32 ORT vs open_clip, min cos", cos_rows(t32, ref_txt).min())
-            check("text fp16 vs fp32 ORT, min cos", cos_rows(t16, t32).min())
-            check("images end to end fp32 (exact decode) vs open_clip, min cos",
-                  cos_rows(e32.encode_images(sample), oc_e2e).min())
-            ex16 = e16.encode_images(sample)
-            fast16 = enc("fp16", fast=True)
-            c = cos_rows(fast16.encode_images(sample), ex16)
-            res["agreement"]["fast preprocess vs exact (fp16)"] = {"mean": float(c.mean()), "min": float(c.min())}
-            gpu_engines: Dict[str, GpuDecodeImages] = {}
-            for d in gpu_decoders(dev):
-                try:
-                    g = GpuDecodeImages(s16, exact.spec, dev, d, B, T)
-                    c = cos_rows(g(sample), ex16)
-                    gpu_engines[d] = g
-                    res["agreement"][f"GPU decode ({d}) vs exact (fp16)"] = {"mean": float(c.mean()), "min": float(c.min())}
-                except Exception as e:  # noqa: BLE001 - a decoder that fails is reported, not fatal
-                    res["notes"].append(f"GPU decode with {d} failed: {type(e).__name__}: {e}")
-                    print(f"!! GPU decode with {d} failed: {e}", file=sys.stderr)
-            for k, v in res["agreement"].items():
-                print(f"agreement {k}: cos mean {v['mean']:.5f} min {v['min']:.5f}")
+        gpu_engines: Dict[str, GpuDecodeImages] = {}
+        try:  # fastcurate's side: a failure here (e.g. the CUDA provider) still lets open_clip be measured
+            if dev == "cpu" or ort_cuda:
+                e32, e16 = enc("fp32"), enc("fp16")
+                s32, s16 = e32.image_session, e16.image_session
+                res["providers"] = s16.providers
+                if dev == "cuda" and s16.providers[0] != "CUDAExecutionProvider":
+                    # ORT falls back to the CPU when the CUDA provider cannot load (missing cuDNN, ...).
+                    ort_cuda = False
+                    res["notes"].append(f"the ORT session fell back to {s16.providers}: fastcurate's numbers are CPU numbers")
+                    print(f"!! ORT session providers {s16.providers}: the CUDA provider did not load", file=sys.stderr)
+                o32 = np.concatenate([s32.run({s32.input_names[0]: x[i : i + B]}) for i in range(0, len(x), B)])
+                o16 = np.concatenate([s16.run({s16.input_names[0]: x[i : i + B]}) for i in range(0, len(x), B)])
+                check("image fp32 ORT vs open_clip (same batch), min cos", cos_rows(o32, ref_img).min())
+                check("image fp16 vs fp32 ORT, min cos", cos_rows(o16, o32).min())
+                t32, t16 = e32.encode_texts(captions[:256]), e16.encode_texts(captions[:256])
+                check("text fp32 ORT vs open_clip, min cos", cos_rows(t32, ref_txt).min())
+                check("text fp16 vs fp32 ORT, min cos", cos_rows(t16, t32).min())
+                check("images end to end fp32 (exact decode) vs open_clip, min cos",
+                      cos_rows(e32.encode_images(sample), oc_e2e).min())
+                ex16 = e16.encode_images(sample)
+                fast16 = enc("fp16", fast=True)
+                c = cos_rows(fast16.encode_images(sample), ex16)
+                res["agreement"]["fast preprocess vs exact (fp16)"] = {"mean": float(c.mean()), "min": float(c.min())}
+                for d in gpu_decoders(dev):
+                    try:
+                        g = GpuDecodeImages(s16, exact.spec, dev, d, B, T)
+                        c = cos_rows(g(sample), ex16)
+                        gpu_engines[d] = g
+                        res["agreement"][f"GPU decode ({d}) vs exact (fp16)"] = {"mean": float(c.mean()), "min": float(c.min())}
+                    except Exception as e:  # noqa: BLE001 - a decoder that fails is reported, not fatal
+                        res["notes"].append(f"GPU decode with {d} failed: {type(e).__name__}: {e}")
+                        print(f"!! GPU decode with {d} failed: {e}", file=sys.stderr)
+                for k, v in res["agreement"].items():
+                    print(f"agreement {k}: cos mean {v['mean']:.5f} min {v['min']:.5f}")
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            res["error_fastcurate"] = traceback.format_exc()
+            res["notes"].append("fastcurate's side failed before timing (see error_fastcurate); only open_clip is timed")
+            ort_cuda = False
+            status = 1
+            if dev == "cpu":
+                raise
 
         # ---------------- images end to end ----------------
         img_engines: Dict[str, Callable[[int], None]] = {"open_clip eager fp32": lambda n: oc_imgs32(cycle(jpegs, n))}
@@ -532,7 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 img_engines[f"fastcurate fp16, GPU decode ({d})"] = (lambda g: lambda n: g(cycle(jpegs, n)))(g)
                 closers.append(g.close)
             img_engines["fastcurate fp32, CPU decode exact"] = lambda n: e32.encode_images(cycle(jpegs, n))
-        sizes = {k: calibrate(f, B, a.seconds, a.images) for k, f in img_engines.items()}
+        sizes = calibrate_all(img_engines, B, a.seconds, a.images, res["notes"])
         res["images_e2e"] = alternate(img_engines, sizes, a.rounds)
 
         # ---------------- models alone ----------------
@@ -557,7 +581,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for p, s in (("fp16", s16), ("fp32", s32)):
                 model_engines[f"ORT {p} (host batch, IO binding)"] = (
                     lambda s: lambda n: [s.run({s.input_names[0]: xb}) for _ in range(n // B)])(s)
-        msizes = {k: calibrate(f, B, a.seconds / 2, 64 * B) for k, f in model_engines.items()}
+        msizes = calibrate_all(model_engines, B, a.seconds / 2, 64 * B, res["notes"])
         res["model_only"] = alternate(model_engines, msizes, a.rounds)
 
         # ---------------- texts end to end ----------------
@@ -570,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if dev == "cpu" or ort_cuda:
             txt_engines["fastcurate fp16"] = lambda n: e16.encode_texts(captions[:n])
             txt_engines["fastcurate fp32"] = lambda n: e32.encode_texts(captions[:n])
-        tsizes = {k: calibrate(f, TB, a.seconds, a.texts) for k, f in txt_engines.items()}
+        tsizes = calibrate_all(txt_engines, TB, a.seconds, a.texts, res["notes"])
         res["texts_e2e"] = alternate(txt_engines, tsizes, a.rounds)
         for c in closers:
             c()
@@ -623,8 +647,9 @@ def summary(res: Dict[str, Any], dev: str) -> str:
         lines.append(f"- agreement {k}: cos mean {v['mean']:.5f}, min {v['min']:.5f}")
     for n in res["notes"]:
         lines.append(f"- note: {n}")
-    if res.get("error"):
-        lines.append("- **error**: " + res["error"].strip().splitlines()[-1])
+    for key in ("error_fastcurate", "error"):
+        if res.get(key):
+            lines.append(f"- **{key}**: " + res[key].strip().splitlines()[-1])
     return "\n".join(lines) + "\n"
 
 

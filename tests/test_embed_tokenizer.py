@@ -136,8 +136,9 @@ def test_arrow_inputs_identical(pair):
     assert np.array_equal(ours(arr), want)
     assert np.array_equal(ours(pa.array(texts, type=pa.large_string())), want)
     assert np.array_equal(ours(arr.slice(7, 500)), want[7:507])  # a slice offset
-    chunked = pa.chunked_array([arr.slice(0, 1000), arr.slice(1000)])
+    chunked = pa.chunked_array([arr.slice(0, 1000), arr.slice(0, 0), arr.slice(1000)])  # an empty chunk too
     assert np.array_equal(ours(chunked), want)
+    assert ours(pa.chunked_array([], type=pa.string())).shape == (0, 77)
     assert np.array_equal(ours(np.array(texts, dtype=object)), want)
     assert np.array_equal(ours(tuple(texts)), want)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs ON THE DEVICE MACHINE (the `run` tool's command), from the repository root. See
-# docs/embedding.md ("GPU") for the sequence of calls and what to record.
+# docs/embed.md ("GPU") for the sequence of calls and what to record.
 #   benchmarks/gpu/device.sh stage N     keep onnxruntime-gpu part N (carried as .ortgpu/pN) in /tmp;
 #                                        also prints the GPU and whether the image's onnxruntime has CUDA
 #   benchmarks/gpu/device.sh bench [ARGS] install the carried wheels (+ onnxruntime-gpu from the parts

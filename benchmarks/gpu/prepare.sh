@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run HERE (a machine with PyPI and ../shared/data), before a GPU session's device calls.
-# Fills git-ignored folders of the checkout that the device calls carry (docs/embedding.md, "GPU"):
+# Fills git-ignored folders of the checkout that the device calls carry (docs/embed.md, "GPU"):
 #   .whl/        wheels the device image lacks: open_clip_torch, ftfy, wcwidth, nvImageCodec + nvJPEG (CUDA 13)
 #   .gpu-data/   the real photos (coco_mini_val) and captions: ../shared does not travel
 #   .ortgpu/pN/  onnxruntime-gpu (CUDA 13 build, 256 MB) cut into parts under the 64 MiB a call may carry
@@ -43,4 +43,4 @@ Path(".gpu-data/captions.txt").write_text("\n".join(c.replace("\n", " ") for c i
 print(f"{len(caps)} captions")
 PYEOF
 du -sh .whl .gpu-data .ortgpu/p*
-echo "ready: $(ls -d .ortgpu/p* | wc -l) onnxruntime-gpu parts; see docs/embedding.md for the device calls"
+echo "ready: $(ls -d .ortgpu/p* | wc -l) onnxruntime-gpu parts; see docs/embed.md for the device calls"

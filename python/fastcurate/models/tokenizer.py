@@ -148,15 +148,14 @@ def _texts_payload(texts: Any) -> Tuple[str, Any, int, Any]:
 
     if isinstance(texts, str):
         raise InputTypeError("texts must be a sequence of str, got a single str; wrap it in a list")
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
-    if isinstance(texts, pa.Array):
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
         if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
             raise InputTypeError(
                 f"texts is an Arrow array of type {texts.type}, expected string or large_string; "
                 "cast it with arr.cast(pyarrow.string())"
             )
-        return "arrow", [_chunk_spec(texts)], len(texts), texts
+        chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+        return "arrow", [_chunk_spec(c) for c in chunks], len(texts), texts
     if isinstance(texts, np.ndarray):
         if texts.ndim != 1:
             raise InputTypeError(f"texts must be one-dimensional, got a numpy array of shape {texts.shape}")
@@ -184,7 +183,10 @@ class ClipTokenizer:
     ``html.unescape`` would change them (tables from :mod:`._ftfy_noop`); those they would not
     change skip ftfy. The rest are cleaned here with open_clip's own functions (ftfy,
     ``html.unescape``, ``str.split``, ``str.lower``) and split with its own regex; their pieces
-    then go through the same C++ BPE and cache. See docs/embedding.md for why each shortcut is exact.
+    then go through the same C++ BPE and cache. See docs/embed.md for why each shortcut is exact.
+
+    ``max_cache_words`` bounds the cache of BPE ids per piece (it is emptied when full, so memory
+    stays bounded on endless streams; refilling costs one BPE per piece).
 
     Thread safety: safe to call from several threads (the kernel serialises calls on its cache).
     """
