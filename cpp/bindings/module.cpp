@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "fastcurate/balance.hpp"
+#include "fastcurate/clip_bpe.hpp"
 #include "fastcurate/common.hpp"
 #include "fastcurate/langid.hpp"
 #include "fastcurate/hamming.hpp"
@@ -898,6 +900,206 @@ inline void bind_images(pybind11::module_& m) {
       py::arg("labels"), py::arg("rank"),
       "For each row, the row its group keeps: smallest rank, then smallest row index.");
 }
+// CLIP BPE tokeniser (fastcurate/clip_bpe.hpp). fastcurate.models.tokenizer.ClipTokenizer wraps it
+// and does, in Python, the cleaning of the rows this kernel reports as needing it.
+namespace fc_clip_bind {
+namespace py = pybind11;
+
+// A Python list of str viewed in place. Unlike view_strings, only str is accepted (open_clip
+// tokenises str alone), and a str with a lone surrogate (no UTF-8 form) is not an error: ftfy
+// repairs those, so the row is marked for the Python path instead.
+struct StrList {
+  PyStrings s;
+  std::vector<int64_t> surrogate_rows;
+};
+
+StrList view_str_list(const py::handle& seq) {
+  StrList out;
+  PyObject* t = PySequence_Tuple(seq.ptr());
+  if (t == nullptr) throw py::error_already_set();
+  out.s.keep = py::reinterpret_steal<py::tuple>(t);
+  const size_t n = out.s.keep.size();
+  out.s.views.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* o = PyTuple_GET_ITEM(t, static_cast<py::ssize_t>(i));
+    if (!PyUnicode_Check(o)) {
+      throw std::invalid_argument("texts[" + std::to_string(i) + "] is " + Py_TYPE(o)->tp_name +
+                                  ", not str; convert or drop it (None captions: use '')");
+    }
+    Py_ssize_t len = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(o, &len);
+    if (p == nullptr) {
+      PyErr_Clear();
+      out.surrogate_rows.push_back(static_cast<int64_t>(i));
+      out.s.views[i] = std::string_view();
+    } else {
+      out.s.views[i] = std::string_view(p, static_cast<size_t>(len));
+    }
+  }
+  return out;
+}
+
+template <typename T>
+const T* checked_1d(const py::array& a, const char* what, py::ssize_t n) {
+  if (a.ndim() != 1 || a.shape(0) != n || a.dtype().itemsize() != static_cast<py::ssize_t>(sizeof(T)) ||
+      !(a.flags() & py::array::c_style)) {
+    throw InputError(std::string(what) + " must be a C-contiguous 1-D array of " + std::to_string(n) + " " +
+                     std::to_string(8 * sizeof(T)) + "-bit integers");
+  }
+  return static_cast<const T*>(a.data());
+}
+
+void bind(py::module_& m) {
+  py::class_<ClipBpe>(m, "ClipBpe", R"doc(CLIP byte-level BPE with open_clip's exact semantics, for the rows that
+need no ftfy. Use fastcurate.models.ClipTokenizer, which wraps it.
+
+Thread safety: calls lock an internal mutex (the word cache is shared), so one object may be used
+from several threads; the calls are serialised.)doc")
+      .def(py::init([](const py::array& byte_ids, const py::array& byte_end_ids, const py::array& merges,
+                       int32_t sot_id, int32_t eot_id, int32_t vocab_size, size_t max_cache_words) {
+             ClipBpeTables t;
+             const auto* b = checked_1d<int32_t>(byte_ids, "byte_ids", 256);
+             const auto* e = checked_1d<int32_t>(byte_end_ids, "byte_end_ids", 256);
+             std::memcpy(t.byte_id, b, sizeof(t.byte_id));
+             std::memcpy(t.byte_end_id, e, sizeof(t.byte_end_id));
+             if (merges.ndim() != 2 || merges.shape(1) != 3 || merges.dtype().itemsize() != 4 ||
+                 merges.dtype().kind() != 'i' || !(merges.flags() & py::array::c_style)) {
+               throw InputError("merges must be a C-contiguous int32 array of shape (n_merges, 3): left, right, result");
+             }
+             const auto* mp = static_cast<const int32_t*>(merges.data());
+             const auto nm = static_cast<size_t>(merges.shape(0));
+             t.merge_left.resize(nm);
+             t.merge_right.resize(nm);
+             t.merge_result.resize(nm);
+             for (size_t i = 0; i < nm; ++i) {
+               t.merge_left[i] = mp[3 * i];
+               t.merge_right[i] = mp[3 * i + 1];
+               t.merge_result[i] = mp[3 * i + 2];
+             }
+             t.sot_id = sot_id;
+             t.eot_id = eot_id;
+             t.vocab_size = vocab_size;
+             py::gil_scoped_release release;
+             return new ClipBpe(t, max_cache_words);
+           }),
+           py::arg("byte_ids"), py::arg("byte_end_ids"), py::arg("merges"), py::arg("sot_id"), py::arg("eot_id"),
+           py::arg("vocab_size"), py::arg("max_cache_words") = 0)
+      .def(
+          "tokenize",
+          [](ClipBpe& self, const std::string& kind, const py::handle& texts, py::array out, bool precleaned) {
+            Columns c;
+            StrList list;
+            if (kind == "list") {
+              list = view_str_list(texts);
+              TextColumn col;
+              col.views = list.s.views.data();
+              col.length = static_cast<int64_t>(list.s.views.size());
+              c.cols.push_back(col);
+              c.rows = col.length;
+            } else {
+              c = make_columns(kind, texts);
+            }
+            if (out.ndim() != 2 || out.shape(0) != c.rows || out.dtype().kind() != 'i' || out.dtype().itemsize() != 8 ||
+                !(out.flags() & py::array::c_style) || !out.writeable()) {
+              throw InputError("out must be a writable, C-contiguous int64 array of shape (" + std::to_string(c.rows) +
+                               ", context_length), zero-filled");
+            }
+            const int64_t ctx = out.shape(1);
+            auto* o = static_cast<int64_t*>(out.mutable_data());
+            py::array_t<int32_t> lengths(static_cast<py::ssize_t>(c.rows));
+            py::array_t<uint8_t> status(static_cast<py::ssize_t>(c.rows));
+            int32_t* lp = lengths.mutable_data();
+            uint8_t* sp = status.mutable_data();
+            run_released(c.rows, [&](const CancelToken* cancel) {
+              return self.tokenize(c.cols, ctx, precleaned, o, lp, sp, cancel);
+            });
+            for (int64_t r : list.surrogate_rows) {
+              // The empty view was tokenised as ""; the row is the Python path's to redo.
+              sp[r] = kRowNeedsPython;
+              lp[r] = 0;
+              std::fill(o + r * ctx, o + (r + 1) * ctx, int64_t{0});
+            }
+            return py::make_tuple(lengths, status);
+          },
+          py::arg("kind"), py::arg("texts"), py::arg("out"), py::arg("precleaned") = false)
+      .def(
+          "encode_words",
+          [](ClipBpe& self, const py::handle& words) {
+            StrList list = view_str_list(words);
+            if (!list.surrogate_rows.empty()) {
+              throw InputError("words[" + std::to_string(list.surrogate_rows[0]) +
+                               "] has a lone surrogate; clean the text with ftfy first");
+            }
+            TextColumn col;
+            col.views = list.s.views.data();
+            col.length = static_cast<int64_t>(list.s.views.size());
+            std::vector<int64_t> offsets;
+            std::vector<int32_t> ids;
+            {
+              py::gil_scoped_release release;
+              self.encode_words(col, offsets, ids);
+            }
+            return py::make_tuple(to_numpy(std::move(offsets)), to_numpy(std::move(ids)));
+          },
+          py::arg("words"))
+      .def(
+          "bpe_uncached",
+          [](const ClipBpe& self, const std::string& word, bool heap) { return self.bpe_uncached(word, heap); },
+          py::arg("word"), py::arg("heap"))
+      .def(
+          "set_ftfy_tables",
+          [](ClipBpe& self, const py::array& cps, const py::array& unsafe, const py::array& ccc, const py::array& masks,
+             const py::array& alt_offsets, const py::array& alt_items) {
+            auto vec = [](const py::array& a, const char* what, char kind, py::ssize_t size) {
+              if (a.ndim() != 1 || a.dtype().kind() != kind || a.dtype().itemsize() != size ||
+                  !(a.flags() & py::array::c_style)) {
+                throw InputError(std::string(what) + " must be a C-contiguous 1-D array of " + (kind == 'u' ? "u" : "") +
+                                 "int" + std::to_string(8 * size));
+              }
+              return a.shape(0);
+            };
+            FtfyTables t;
+            const auto n = vec(cps, "cps", 'u', 4);
+            vec(unsafe, "unsafe", 'u', 1);
+            vec(ccc, "ccc", 'u', 1);
+            vec(masks, "masks", 'u', 8);
+            const auto na = vec(alt_offsets, "alt_offsets", 'i', 8);
+            const auto ni = vec(alt_items, "alt_items", 'u', 8);
+            if (unsafe.shape(0) != n || ccc.shape(0) != n || masks.shape(0) != n) {
+              throw InputError("cps, unsafe, ccc and masks must have the same length");
+            }
+            auto* c = static_cast<const uint32_t*>(cps.data());
+            auto* u = static_cast<const uint8_t*>(unsafe.data());
+            auto* k = static_cast<const uint8_t*>(ccc.data());
+            auto* mk = static_cast<const uint64_t*>(masks.data());
+            auto* ao = static_cast<const int64_t*>(alt_offsets.data());
+            auto* ai = static_cast<const uint64_t*>(alt_items.data());
+            t.cps.assign(c, c + n);
+            t.unsafe.assign(u, u + n);
+            t.ccc.assign(k, k + n);
+            t.masks.assign(mk, mk + n);
+            t.alt_offsets.assign(ao, ao + na);
+            t.alt_items.assign(ai, ai + ni);
+            self.set_ftfy_tables(std::move(t));
+          },
+          py::arg("cps"), py::arg("unsafe"), py::arg("ccc"), py::arg("masks"), py::arg("alt_offsets"),
+          py::arg("alt_items"))
+      .def(
+          "ftfy_noop",
+          [](const ClipBpe& self, const py::bytes& text) {
+            const std::string_view v = text;
+            return self.ftfy_noop(reinterpret_cast<const uint8_t*>(v.data()), static_cast<int64_t>(v.size()));
+          },
+          py::arg("text"))
+      .def_property_readonly("has_ftfy_tables", &ClipBpe::has_ftfy_tables)
+      .def("clear_cache", &ClipBpe::clear_cache)
+      .def_property_readonly("cache_words", &ClipBpe::cache_words)
+      .def_property_readonly("merges_monotone", &ClipBpe::merges_monotone)
+      .def_property_readonly("sot_id", &ClipBpe::sot_id)
+      .def_property_readonly("eot_id", &ClipBpe::eot_id);
+}
+
+}  // namespace fc_clip_bind
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastcurate C++ kernels (use the fastcurate package, not this module directly)";
@@ -930,6 +1132,7 @@ PYBIND11_MODULE(_core, m) {
   bind_balance(m);
   bind_text_filters(m);
   bind_images(m);
+  fc_clip_bind::bind(m);
 
   m.def("simd_name", &simd::active_name, "The vectorised code path in use: 'sse2' or 'scalar'.");
   m.def("simd_available", []() { return simd::kCompiled; }, "Whether a vectorised path was compiled in.");

@@ -178,6 +178,7 @@ static void test_random() {
 #include "test_balance.inc"
 #include "test_text_filters.inc"
 #include "test_images.inc"
+#include "test_clip_bpe.inc"
 
 int main() {
   for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
@@ -191,6 +192,7 @@ int main() {
   test_balance();
   test_text_filters();
   test_images();
+  fc_test_clip::test_clip_bpe();
   std::printf("fc_tests: all %d checks passed\n", g_checks);
   return 0;
 }

@@ -265,13 +265,14 @@ class ClipEncoder(_Base):
         this gives the same embeddings as padding to the full context, for less compute.
         """
         bs = int(batch_size or self.text_batch_size)
-        ids = self.tokenizer(texts)
+        ids, lens = self.tokenizer.tokenize_with_lengths(texts)
         n = ids.shape[0]
         out = np.empty((n, self.embed_dim), dtype=np.float32)
         if n == 0:
             return out
         sess = self.text_session
-        lens = (ids != 0).sum(axis=1)
+        # The tokenizer's own lengths: id 0 is a real token, so counting non-zero ids would cut a
+        # row like "!%" before its end token, the position the tower pools at.
         order = np.argsort(lens, kind="stable") if self.text_variable_length else np.arange(n)
         bar = _bar(n, "texts", progress)
         for s in range(0, n, bs):
