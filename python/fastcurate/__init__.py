@@ -20,6 +20,7 @@ from .kernels.balance import (
     uniform_draws,
 )
 from .stages.curate.stage import curate
+from .stages import judge
 from .stages.embed.stage import embed_shards
 from .models import (
     ClipEncoder,
@@ -60,6 +61,7 @@ __all__ = [
     "hash_keys",
     "uniform_draws",
     "curate",
+    "judge",
     "ClipEncoder",
     "ClipTokenizer",
     "TextEncoder",
