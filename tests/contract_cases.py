@@ -189,3 +189,45 @@ def _dedup() -> Any:
 
 
 CASES["dedup"] = lambda: Case(dedup_table(60), _dedup, batch_size=11)
+
+
+def group_table(n: int, seed: int = 0) -> pa.Table:
+    """Rows of web pages: a page URL per row (some null, one page too large, single-row pages),
+    JPEGs with byte-identical and re-encoded copies inside a page and across pages, captions
+    (some too short or file names), original sizes (some too small)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def photo(k: int, q: int, size: int = 48) -> bytes:
+        r = np.random.default_rng(2000 + k)
+        base = r.normal(0, 1, (8, 8, 3))
+        img = Image.fromarray(np.clip(128 + 60 * base, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+        b = io.BytesIO()
+        img.save(b, "JPEG", quality=q)
+        return b.getvalue()
+
+    pool = ["a red dress with long sleeves", "blue denim jacket on a hanger", "IMG_0042.JPG", "two", None,
+            "black leather shoes with laces", "a straw hat for the summer"]
+    pages, imgs, caps, w = [], [], [], []
+    for i in range(n):
+        p = int(rng.integers(0, n // 6))
+        page = None if i % 31 == 7 else ("https://shop.example/big" if i % 5 == 0 else f"https://shop.example/p{p}")
+        k = p * 3 + int(rng.integers(0, 3))  # a few distinct photos per page, so copies occur inside pages
+        pages.append(page)
+        imgs.append(photo(k, 90 if rng.random() < 0.6 else int(rng.integers(50, 95))))
+        caps.append(pool[int(rng.integers(0, len(pool)))])
+        w.append(int(rng.choice([120, 400, 640, 800])))
+    return pa.table({"uid": pa.array([None if i % 43 == 11 else f"g{i:04d}" for i in range(n)], pa.string()),
+                     "page_url": pa.array(pages, pa.string()),
+                     "jpg": pa.array(imgs, pa.binary()), "caption": pa.array(caps, pa.string()),
+                     "width": pa.array(w, pa.int64()), "height": pa.array(w, pa.int64())})
+
+
+def _group() -> Any:
+    from fastcurate.stages.group.stage import GroupStage
+
+    return GroupStage(key_column="page_url", max_group_size=12)
+
+
+CASES["group"] = lambda: Case(group_table(120), _group, batch_size=17)

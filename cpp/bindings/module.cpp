@@ -23,6 +23,7 @@
 #include "fastcurate/hamming.hpp"
 #include "fastcurate/image_size.hpp"
 #include "fastcurate/matcher.hpp"
+#include "fastcurate/pairs.hpp"
 #include "fastcurate/phash.hpp"
 #include "fastcurate/simd.hpp"
 #include "fastcurate/text_rules.hpp"
@@ -1101,6 +1102,132 @@ from several threads; the calls are serialised.)doc")
 
 }  // namespace fc_clip_bind
 
+// ---------------------------------------------------------------------------------------------
+// Pair mining within groups (fastcurate/pairs.hpp): candidate pairs capped per group by a
+// uid-hash priority, and their scores. fastcurate.kernels.pairs wraps it.
+namespace fc_pairs_bind {
+namespace py = pybind11;
+using fc_balance_bind::checked;
+
+// A 2-D C-contiguous float32 or float16 array as an EmbeddingView (None: absent).
+EmbeddingView embedding_view(const py::object& o, const char* what, int64_t n) {
+  EmbeddingView e;
+  if (o.is_none()) return e;
+  if (!py::isinstance<py::array>(o)) {
+    throw InputError(std::string(what) + " must be a numpy array (n, dim) of float32 or float16, or None");
+  }
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  const std::string w = what;
+  if (a.ndim() != 2) {
+    throw InputError(w + " must be 2-D (n, dim), got ndim=" + std::to_string(a.ndim()) + "; stack the row vectors");
+  }
+  const auto d = a.dtype();
+  const bool f32 = d.kind() == 'f' && d.itemsize() == 4, f16 = d.kind() == 'f' && d.itemsize() == 2;
+  if (!(f32 || f16) || d.attr("byteorder").cast<std::string>() == ">") {
+    throw InputError(w + " must have dtype float32 or float16, got " + py::str(d).cast<std::string>() +
+                     "; convert it with np.ascontiguousarray(" + w + ", dtype=np.float32)");
+  }
+  if (!(a.flags() & py::array::c_style)) throw InputError(w + " must be C-contiguous; pass np.ascontiguousarray(" + w + ")");
+  if (a.shape(0) != n) {
+    throw InputError(w + " has " + std::to_string(a.shape(0)) + " rows for " + std::to_string(n) +
+                     " uid hashes; pass one vector per row");
+  }
+  e.data = a.data();
+  e.dim = a.shape(1);
+  e.f16 = f16;
+  return e;
+}
+
+template <class T>
+py::array_t<T> vec(std::vector<T>&& v) {
+  return to_numpy(std::move(v));
+}
+
+}  // namespace fc_pairs_bind
+
+inline void bind_pairs(pybind11::module_& m) {
+  namespace py = pybind11;
+  using namespace fc_pairs_bind;
+
+  m.def(
+      "mine_pairs",
+      [](const py::array& group_starts, const py::array& uid_hash, std::uint64_t seed, std::int64_t max_pairs_per_group,
+         const py::object& image, const py::object& text, bool cross, const py::object& label_offsets,
+         const py::object& labels, int threads) {
+        PairInput in;
+        in.group_starts = checked<std::int64_t>(group_starts, "group_starts");
+        if (group_starts.shape(0) < 1) throw InputError("group_starts must hold at least one value (n_groups + 1)");
+        in.n_groups = group_starts.shape(0) - 1;
+        in.uid_hash = checked<std::uint64_t>(uid_hash, "uid_hash");
+        in.n = uid_hash.shape(0);
+        in.seed = seed;
+        in.max_pairs_per_group = max_pairs_per_group;
+        in.image = embedding_view(image, "image", in.n);
+        in.text = embedding_view(text, "text", in.n);
+        in.cross = cross;
+        py::array lo, lv;
+        if (label_offsets.is_none() != labels.is_none()) throw InputError("give label_offsets and labels together");
+        if (!label_offsets.is_none()) {
+          lo = py::reinterpret_borrow<py::array>(label_offsets);
+          lv = py::reinterpret_borrow<py::array>(labels);
+          in.label_offsets = checked<std::int64_t>(lo, "label_offsets");
+          in.labels = checked<std::uint64_t>(lv, "labels");
+          if (lo.shape(0) != in.n + 1) {
+            throw InputError("label_offsets has " + std::to_string(lo.shape(0)) + " values; it needs n + 1 = " +
+                             std::to_string(in.n + 1));
+          }
+          const std::int64_t last = in.label_offsets[in.n];
+          if (last < 0 || last > lv.shape(0)) {
+            throw InputError("label_offsets[-1]=" + std::to_string(last) + " does not fit len(labels)=" +
+                             std::to_string(lv.shape(0)));
+          }
+        }
+        check_threads(threads);
+        PairOutput r = run_released(in.n, [&](const CancelToken* cancel) { return mine_pairs(in, threads, cancel); });
+        py::dict d;
+        d["possible"] = r.possible;
+        d["query"] = vec(std::move(r.query));
+        d["target"] = vec(std::move(r.target));
+        d["group"] = vec(std::move(r.group));
+        d["priority"] = vec(std::move(r.priority));
+        d["image_sim"] = vec(std::move(r.image_sim));
+        d["text_sim"] = vec(std::move(r.text_sim));
+        d["query_image_target_text"] = vec(std::move(r.query_image_target_text));
+        d["query_text_target_image"] = vec(std::move(r.query_text_target_image));
+        d["label_overlap"] = vec(std::move(r.label_overlap));
+        return d;
+      },
+      py::arg("group_starts"), py::arg("uid_hash"), py::arg("seed"), py::arg("max_pairs_per_group"),
+      py::arg("image") = py::none(), py::arg("text") = py::none(), py::arg("cross") = false,
+      py::arg("label_offsets") = py::none(), py::arg("labels") = py::none(), py::arg("threads") = 0,
+      "Candidate pairs within groups (capped per group by a uid-hash priority) and their scores: a dict of arrays.");
+
+  m.def(
+      "pair_priority",
+      [](const py::array& a, const py::array& b, std::uint64_t seed) {
+        const auto* x = checked<std::uint64_t>(a, "a");
+        const auto* y = checked<std::uint64_t>(b, "b");
+        if (a.shape(0) != b.shape(0)) throw InputError("a and b must have the same length");
+        std::vector<std::uint64_t> out(static_cast<size_t>(a.shape(0)));
+        for (size_t i = 0; i < out.size(); ++i) out[i] = pair_priority(x[i], y[i], seed);
+        return to_numpy(std::move(out));
+      },
+      py::arg("a"), py::arg("b"), py::arg("seed"), "pair_priority of each (a[i], b[i]) (uint64; symmetric in a and b).");
+
+  m.def(
+      "half_to_float",
+      [](const py::array& bits) {
+        const auto* h = checked<std::uint64_t>(bits, "bits");
+        std::vector<double> out(static_cast<size_t>(bits.shape(0)));
+        for (size_t i = 0; i < out.size(); ++i) {
+          if (h[i] > 0xFFFF) throw InputError("bits[" + std::to_string(i) + "] is not a 16-bit value");
+          out[i] = static_cast<double>(half_to_float(static_cast<std::uint16_t>(h[i])));
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("bits"), "IEEE half-float bit patterns (uint64 holding 16-bit values) as float64 (tests).");
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastcurate C++ kernels (use the fastcurate package, not this module directly)";
 
@@ -1132,6 +1259,7 @@ PYBIND11_MODULE(_core, m) {
   bind_balance(m);
   bind_text_filters(m);
   bind_images(m);
+  bind_pairs(m);
   fc_clip_bind::bind(m);
 
   m.def("simd_name", &simd::active_name, "The vectorised code path in use: 'sse2' or 'scalar'.");

@@ -17,6 +17,7 @@ of the same value: duplicates across groups are kept.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -30,7 +31,7 @@ from ...runner.stage import Batch, Context, Result, Stage
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["DedupStage", "EXACT_KEYS"]
+__all__ = ["DedupStage", "DedupDecision", "EXACT_KEYS", "CODES"]
 
 EXACT_KEYS = ("image", "caption", "url")
 _KEY_ROLE = {"image": "image", "caption": "text", "url": "url"}
@@ -166,6 +167,20 @@ class DedupStage(Stage):
         return {"unhashable": errors}
 
     def reduce(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+        d = self.decide(ctx, summaries)
+        for s, lo, hi in zip(d.shards, d.starts[:-1], d.starts[1:]):
+            atomic_write_npy(ctx.shard_work(s) / "code.npy", d.code[lo:hi])
+            _write_strings(ctx.shard_work(s) / "detail.parquet", d.detail[lo:hi].tolist())
+        return d.stats
+
+    def decide(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]], *, within: Optional[np.ndarray] = None,
+               eligible: Optional[np.ndarray] = None) -> "DedupDecision":
+        """The decisions over every scanned row (the good shards' rows, in shard order): a code
+        per row (0 keep, 1 duplicate, 2 near duplicate) and, for dropped rows, a detail naming the
+        kept twin. Other stages compose dedup through this (the group stage cleans within groups):
+        ``within`` (uint64 per row) replaces the scanned ``within`` column as the value rows must
+        share to be compared; ``eligible`` (bool per row) restricts the comparison to those rows
+        (the others are kept here and never named as a twin)."""
         from ...kernels.dedup import ContentHashes, connected_components, exact_duplicates, hamming_pairs, keep_one_per_group
 
         good = [s for s, m in zip(ctx.inputs, summaries) if m is not None]
@@ -180,7 +195,13 @@ class DedupStage(Stage):
 
         uid_hash = cat("uid_hash", np.uint64)
         res = cat("res", np.int64)
-        within = cat("within", np.uint64) if self.within else None
+        if within is None and self.within:
+            within = cat("within", np.uint64)
+        if within is not None and len(within) != n:
+            raise InputError(f"within has {len(within)} values for {n} scanned rows")
+        elig = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+        if len(elig) != n:
+            raise InputError(f"eligible has {len(elig)} values for {n} scanned rows")
         code = np.zeros(n, dtype=np.uint8)
         twin = np.arange(n, dtype=np.int64)
         dist = np.full(n, -1, dtype=np.int16)
@@ -191,15 +212,15 @@ class DedupStage(Stage):
                 w = np.zeros((n, 2), np.uint64)
                 w[:, 0] = within
                 keys.append(ContentHashes(w, np.ones(n, bool)))
-            r = exact_duplicates(*keys, resolution=res, tiebreak=uid_hash)
-            drop = ~r.keep
+            r = exact_duplicates(*keys, resolution=res, tiebreak=uid_hash, valid=elig)
+            drop = ~r.keep & elig
             code[drop] = 1
             twin[drop] = r.twin[drop]
             n_exact_groups = r.n_groups
         n_near_groups = n_pairs = 0
         if self.near:
             ph, dh, ok = cat("phash", np.uint64), cat("dhash", np.uint64), cat("hash_ok", bool)
-            cand = ok & (code == 0)  # exact duplicates are already gone
+            cand = ok & (code == 0) & elig  # exact duplicates are already gone
             rows = np.flatnonzero(cand)
             pairs = hamming_pairs(ph[rows], self.radius,
                                   second=dh[rows] if self.dhash_radius is not None else None,
@@ -217,17 +238,15 @@ class DedupStage(Stage):
             twin[drop] = r.twin[drop]
             dist[drop] = _popcount(ph[drop] ^ ph[r.twin[drop]])
             n_near_groups = r.n_groups
-        # per shard: the code of each row and, for dropped rows, its twin's uid (and pHash distance)
+        # for dropped rows, their twin's uid (and pHash distance)
         twin_uid = _lookup_uids(ctx, good, starts, twin[code > 0])
         detail = np.full(n, None, dtype=object)
         dropped = np.flatnonzero(code > 0)
         for row, u, c, d in zip(dropped.tolist(), twin_uid, code[dropped].tolist(), dist[dropped].tolist()):
             detail[row] = u if c == 1 else f"{u} phash_distance={d}"
-        for s, lo, hi in zip(good, starts[:-1], starts[1:]):
-            atomic_write_npy(ctx.shard_work(s) / "code.npy", code[lo:hi])
-            _write_strings(ctx.shard_work(s) / "detail.parquet", detail[lo:hi].tolist())
-        return {"rows": n, "exact_groups": int(n_exact_groups), "near_groups": int(n_near_groups),
-                "near_pairs": int(n_pairs), "duplicate": int((code == 1).sum()), "near_duplicate": int((code == 2).sum())}
+        stats = {"rows": n, "exact_groups": int(n_exact_groups), "near_groups": int(n_near_groups),
+                 "near_pairs": int(n_pairs), "duplicate": int((code == 1).sum()), "near_duplicate": int((code == 2).sum())}
+        return DedupDecision(good, starts, code, detail, stats)
 
     # ---- per-shard pass
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
@@ -245,6 +264,19 @@ class DedupStage(Stage):
         assert state is not None
         return {**self.config(), "exact_groups": state["exact_groups"], "near_groups": state["near_groups"],
                 "near_pairs": state["near_pairs"]}
+
+
+@dataclass
+class DedupDecision:
+    """:meth:`DedupStage.decide`'s result over the scanned rows of the good ``shards`` (shard k's
+    rows are ``starts[k]:starts[k+1]``): ``code`` per row (0 keep, 1 duplicate, 2 near duplicate),
+    ``detail`` per row (the kept twin's uid for a dropped row, else None) and the statistics."""
+
+    shards: List[ShardRef]
+    starts: np.ndarray
+    code: np.ndarray
+    detail: np.ndarray
+    stats: Dict[str, Any]
 
 
 def _as_key(col: "pa.Array") -> "pa.Array":
