@@ -231,3 +231,120 @@ def _group() -> Any:
 
 
 CASES["group"] = lambda: Case(group_table(120), _group, batch_size=17)
+
+
+ANNOTATE_ENTRIES = ["dress", "red dress", "red", "shoes", "leather", "hat", "straw hat", "summer", "photo", "a", "by",
+                    "8", "blue", "jacket", "denim"]
+
+
+def annotate_table(n: int, seed: int = 0) -> pa.Table:
+    """Captions (some null or matching nothing), and embed's image_labels column for some rows."""
+    rng = np.random.default_rng(seed)
+    pool = ["a red dress by the sea", "Red Dress, Summer photo", "blue denim jacket", "leather shoes size 8",
+            "a straw hat", "nothing to see here", None, "Photo by a friend"]
+    caps = [pool[int(rng.integers(0, len(pool)))] for _ in range(n)]
+    lab_t = pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())]))
+    labs = [None if i % 7 == 3 else [{"label": "cardigan", "score": 0.6}, {"label": "sandal", "score": 0.05}]
+            if i % 2 else [{"label": "cowboy hat", "score": 0.3}] for i in range(n)]
+    return pa.table({"uid": pa.array([None if i % 41 == 9 else f"a{i:04d}" for i in range(n)], pa.string()),
+                     "caption": pa.array(caps, pa.string()), "image_labels": pa.array(labs, lab_t)})
+
+
+def _annotate() -> Any:
+    from fastcurate.stages.annotate.stage import AnnotateStage
+
+    return AnnotateStage(metadata=ANNOTATE_ENTRIES, min_text_score=0.05)
+
+
+CASES["annotate"] = lambda: Case(annotate_table(300), _annotate)
+
+
+def pairs_table(n: int, seed: int = 0) -> pa.Table:
+    """Grouped rows with image and text embeddings (f16, some null), annotate-style labels and a
+    clip_score: groups of 1 to 9 rows and one large group (the cap bites), null groups; inside a
+    group some near duplicates, related and unrelated rows."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    groups, img, txt, labels = [], [], [], []
+    centers = rng.normal(size=(n // 4 + 2, d))
+    words = ["dress", "shoe", "hat", "red", "blue", "cotton", "wool", "bag"]
+    lab_t = pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("source", pa.string()),
+                                pa.field("score", pa.float32())]))
+    for i in range(n):
+        g = 0 if i % 6 == 0 else int(rng.integers(1, n // 5))
+        groups.append(None if i % 29 == 4 else f"page{g}")
+        c = centers[g]
+        kind = rng.random()
+        v = c + (0.05 if kind < 0.2 else 0.8 if kind < 0.7 else 3.0) * rng.normal(size=d)
+        img.append(v)
+        txt.append(c + rng.normal(size=d))
+        ls = sorted(set(words[int(k)] for k in rng.integers(0, len(words), size=int(rng.integers(0, 4)))))
+        labels.append([{"label": w, "source": "metaclip", "score": 0.5} for w in ls])
+    img_a = np.asarray(img, np.float16)
+    txt_a = np.asarray(txt, np.float16)
+    img_mask = np.array([i % 23 == 5 for i in range(n)])
+
+    def f16(a: np.ndarray, mask: Optional[np.ndarray] = None) -> pa.Array:
+        flat = pa.array(a.reshape(-1), pa.float16())
+        return pa.FixedSizeListArray.from_arrays(flat, d, mask=None if mask is None else pa.array(mask))
+
+    return pa.table({"uid": pa.array([None if i % 53 == 7 else f"p{i:04d}" for i in range(n)], pa.string()),
+                     "group": pa.array(groups, pa.string()), "image_emb": f16(img_a, img_mask),
+                     "text_emb": f16(txt_a), "clip_score": pa.array(rng.random(n).astype(np.float32)),
+                     "labels": pa.array(labels, lab_t)})
+
+
+def _pairs() -> Any:
+    from fastcurate.stages.pairs.stage import PairsStage
+
+    return PairsStage(max_pairs_per_group=4, calibration_pairs=500, max_type_ratio=1.5)
+
+
+CASES["pairs"] = lambda: Case(pairs_table(400), _pairs, batch_size=37, float_columns=("image_emb", "text_emb"))
+
+
+def instruct_table(n: int, seed: int = 0) -> pa.Table:
+    """Rows with captions and labels; the pairs file names most of them (and a few uids that are
+    not in the table)."""
+    rng = np.random.default_rng(seed)
+    words = ["dress", "shoe", "hat", "red", "blue", "cotton", "wool", "bag", "leather"]
+    lab_t = pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("source", pa.string()),
+                                pa.field("score", pa.float32())]))
+    labels = [[{"label": words[int(k)], "source": "metaclip", "score": 0.5}
+               for k in sorted(set(rng.integers(0, len(words), size=int(rng.integers(0, 4)))))] for _ in range(n)]
+    return pa.table({"uid": pa.array([None if i % 37 == 2 else f"t{i:04d}" for i in range(n)], pa.string()),
+                     "caption": pa.array([f"item {i} in {words[i % len(words)]}" for i in range(n)], pa.string()),
+                     "labels": pa.array(labels, lab_t)})
+
+
+def instruct_pairs_file(n: int, seed: int = 0) -> Path:
+    """A deterministic pairs.parquet over instruct_table(n)'s uids, in the temp directory (written
+    once; its name holds its content's hash, so every process builds the same stage)."""
+    import hashlib
+    import tempfile
+
+    rng = np.random.default_rng(seed + 1)
+    q = [f"t{int(i):04d}" for i in rng.integers(0, n + 5, size=n // 2)]
+    t = [f"t{int(i):04d}" for i in rng.integers(0, n + 5, size=n // 2)]
+    keep = [a != b for a, b in zip(q, t)]
+    tab = pa.table({"query_uid": pa.array([a for a, k in zip(q, keep) if k], pa.string()),
+                    "target_uid": pa.array([b for b, k in zip(t, keep) if k], pa.string()),
+                    "group": pa.array([f"page{i % 7}" for i, k in enumerate(keep) if k], pa.string())})
+    buf = io.BytesIO()
+    pq.write_table(tab, buf)
+    data = buf.getvalue()
+    path = Path(tempfile.gettempdir()) / f"fastcurate-contract-pairs-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
+
+
+def _instruct() -> Any:
+    from fastcurate.stages.instruct.stage import InstructStage
+
+    return InstructStage(backend="offline", pairs=instruct_pairs_file(200))
+
+
+CASES["instruct"] = lambda: Case(instruct_table(200), _instruct, batch_size=31)

@@ -29,8 +29,8 @@ import numpy as np
 from .. import _core
 from ..errors import InputError
 
-__all__ = ["PairScores", "mine_pairs", "mine_pairs_reference", "group_rows", "label_csr", "pair_priority",
-           "splitmix64", "SCORE_NAMES"]
+__all__ = ["PairScores", "mine_pairs", "mine_pairs_reference", "group_rows", "label_csr", "label_csr_arrow",
+           "label_strings", "vectors", "pair_priority", "splitmix64", "SCORE_NAMES"]
 
 #: the score arrays of :class:`PairScores`, in column order
 SCORE_NAMES = ("image_sim", "text_sim", "query_image_target_text", "query_text_target_image", "label_overlap")
@@ -138,6 +138,95 @@ def label_csr(labels: Sequence[Optional[Sequence[str]]]) -> Tuple[np.ndarray, np
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=offsets[1:])
     return offsets, ids
+
+
+def label_strings(col: Any) -> Any:
+    """A labels column as ``list<string>``: annotate's ``list<struct<label, ...>>`` gives its
+    ``label`` field; a ``list<string>`` is taken as is; nulls become empty lists."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    t = col.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        raise InputError(f"labels must be a list of strings or of {{label, ...}} structs, got {t}")
+    col = col.fill_null(pa.scalar([], t)) if col.null_count else col
+    vt = t.value_type
+    values = col.values.slice(int(col.offsets[0].as_py()), int(col.offsets[-1].as_py()) - int(col.offsets[0].as_py()))
+    offsets = pc.subtract(col.offsets, col.offsets[0])
+    if pa.types.is_struct(vt):
+        if vt.get_field_index("label") < 0:
+            raise InputError(f"labels structs need a 'label' field, got {vt}")
+        values = values.field("label")
+    elif not (pa.types.is_string(vt) or pa.types.is_large_string(vt)):
+        raise InputError(f"labels must be a list of strings or of {{label, ...}} structs, got {t}")
+    values = values.cast(pa.string())
+    return pa.ListArray.from_arrays(offsets.cast(pa.int32()), values)
+
+
+def label_csr_arrow(col: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`label_csr` of an Arrow labels column (:func:`label_strings`), vectorised."""
+    import pyarrow.compute as pc
+
+    from .balance import hash_keys
+
+    ls = label_strings(col)
+    n = len(ls)
+    off = np.asarray(ls.offsets.to_numpy(), np.int64)
+    vals = pc.utf8_lower(pc.utf8_trim_whitespace(ls.values))
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
+    ok = np.asarray(pc.and_(pc.is_valid(vals), pc.greater(pc.utf8_length(vals.fill_null("")), 0)).to_numpy(
+        zero_copy_only=False), bool)
+    if not ok.any():
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.uint64)
+    ids = hash_keys(vals.filter(ok))
+    row = row[ok]
+    order = np.lexsort((ids, row))
+    ids, row = ids[order], row[order]
+    keep = np.ones(len(ids), bool)
+    keep[1:] = (ids[1:] != ids[:-1]) | (row[1:] != row[:-1])
+    ids, row = ids[keep], row[keep]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(row, minlength=n), out=offsets[1:])
+    return offsets, ids
+
+
+def vectors(col: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """An embedding column (``fixed_size_list<float16|float32, d>`` as embed writes it, or lists of
+    one length) as (``[n, d]`` float16/float32 array, valid mask); null rows are zeros."""
+    import pyarrow as pa
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    t = col.type
+    n = len(col)
+    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool) if col.null_count else np.ones(n, bool)
+    if pa.types.is_fixed_size_list(t):
+        d = t.list_size
+        flat = col.values.slice(col.offset * d, n * d)
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
+        lens = np.asarray(col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+        ds = np.unique(lens[valid])
+        if len(ds) > 1:
+            raise InputError(f"embeddings of different lengths {ds.tolist()[:5]} in one column")
+        d = int(ds[0]) if len(ds) else 0
+        if not valid.all():  # null lists hold no values: give them zeros
+            col = col.fill_null(pa.scalar([0.0] * d, t))
+        flat = col.flatten()
+    else:
+        raise InputError(f"an embedding column must be a list of floats, got {t}")
+    vt = flat.type
+    if not (pa.types.is_float16(vt) or pa.types.is_float32(vt) or pa.types.is_float64(vt)):
+        raise InputError(f"an embedding column must hold floats, got {vt}")
+    a = flat.to_numpy(zero_copy_only=False)
+    if a.dtype == np.float64:
+        a = a.astype(np.float32)
+    a = a.reshape(n, d)  # non-finite vectors stay: the kernel gives them NaN scores
+    if not valid.all():
+        a = a.copy()
+        a[~valid] = 0
+    return np.ascontiguousarray(a), valid
 
 
 def _emb(e: Optional[np.ndarray], n: int, what: str) -> Optional[np.ndarray]:

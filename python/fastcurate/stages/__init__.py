@@ -18,6 +18,8 @@ STAGES: Dict[str, str] = {
     "dedup": "fastcurate.stages.dedup.stage:DedupStage",
     "group": "fastcurate.stages.group.stage:GroupStage",
     "annotate": "fastcurate.stages.annotate.stage:AnnotateStage",
+    "pairs": "fastcurate.stages.pairs.stage:PairsStage",
+    "instruct": "fastcurate.stages.instruct.stage:InstructStage",
 }
 
 # modules with a ``register(subparsers)`` function, in the order of the CLI's help
@@ -29,6 +31,8 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.dedup.cli",
     "fastcurate.stages.group.cli",
     "fastcurate.stages.annotate.cli",
+    "fastcurate.stages.pairs.cli",
+    "fastcurate.stages.instruct.cli",
 ]
 
 

@@ -81,7 +81,7 @@ def url_dir(url: Optional[str]) -> Optional[str]:
         host = s.hostname or ""  # lower-cased, user info removed
         if host and s.port is not None:
             host = f"{host}:{s.port}"
-        path = s.path if s.scheme else plain
+        path = s.path if (s.scheme or s.netloc) else plain
     except ValueError:  # an invalid port or a malformed IPv6 host: treat it as a path
         host, path = "", plain
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
