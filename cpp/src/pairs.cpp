@@ -8,6 +8,11 @@
 #include <string>
 
 #include "fastcurate/parallel.hpp"
+#include "fastcurate/simd.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 
 namespace fastcurate {
 
@@ -52,9 +57,11 @@ const float* half_table() {
   return table.data();
 }
 
-// Dot product with eight independent partial sums (vectorisable without -ffast-math, and the
-// summation order is fixed, so results do not depend on the thread count).
-float dot(const float* a, const float* b, int64_t d) noexcept {
+// Dot products with eight independent partial sums, lane l taking the elements k = l (mod 8), then
+// one fixed reduction order. The AVX2 path below does exactly these float multiplies and adds
+// (no fused multiply-add) lane by lane, so both paths give bit-identical results; the order does
+// not depend on the thread count either.
+float dot_scalar(const float* a, const float* b, int64_t d) noexcept {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t k = 0;
   for (; k + 8 <= d; k += 8) {
@@ -64,37 +71,105 @@ float dot(const float* a, const float* b, int64_t d) noexcept {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-// One modality's rows of a group as float32, L2-normalised; `ok[r]` is false for a row whose
-// norm is zero or not finite (its scores are NaN).
-struct GroupVectors {
-  std::vector<float> v;
-  std::vector<uint8_t> ok;
-  int64_t dim = 0;
+void halves_scalar(const uint16_t* src, float* dst, int64_t d) noexcept {
+  const float* t = half_table();
+  for (int64_t k = 0; k < d; ++k) dst[k] = t[src[k]];
+}
 
-  void load(const EmbeddingView& e, int64_t start, int64_t m) {
-    dim = e.dim;
-    v.resize(static_cast<size_t>(m * dim));
-    ok.assign(static_cast<size_t>(m), 0);
-    for (int64_t r = 0; r < m; ++r) {
-      float* dst = v.data() + r * dim;
-      const int64_t row = start + r;
-      if (e.f16) {
-        const float* t = half_table();
-        const uint16_t* src = static_cast<const uint16_t*>(e.data) + row * dim;
-        for (int64_t k = 0; k < dim; ++k) dst[k] = t[src[k]];
-      } else {
-        std::memcpy(dst, static_cast<const float*>(e.data) + row * dim, static_cast<size_t>(dim) * sizeof(float));
-      }
-      double ss = 0;
-      for (int64_t k = 0; k < dim; ++k) ss += static_cast<double>(dst[k]) * dst[k];
-      if (!(ss > 0) || !std::isfinite(ss)) continue;
-      const float inv = static_cast<float>(1.0 / std::sqrt(ss));
-      for (int64_t k = 0; k < dim; ++k) dst[k] *= inv;
-      ok[static_cast<size_t>(r)] = 1;
-    }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FC_PAIRS_AVX2 1
+__attribute__((target("avx2"))) float dot_avx2(const float* a, const float* b, int64_t d) noexcept {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k)));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (; k < d; ++k) lanes[k & 7] += a[k] * b[k];
+  return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+}
+
+__attribute__((target("avx2,f16c"))) void halves_f16c(const uint16_t* src, float* dst, int64_t d) noexcept {
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8) {
+    _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
   }
-  const float* row(int64_t r) const { return v.data() + r * dim; }
+  const float* t = half_table();
+  for (; k < d; ++k) dst[k] = t[src[k]];
+}
+
+bool cpu_has_avx2_f16c() {
+  static const bool ok = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("f16c") != 0;
+  return ok;
+}
+#endif
+
+struct Kernels {
+  float (*dot)(const float*, const float*, int64_t) noexcept = dot_scalar;
+  void (*halves)(const uint16_t*, float*, int64_t) noexcept = halves_scalar;
 };
+
+Kernels pick_kernels() {
+  Kernels k;
+#ifdef FC_PAIRS_AVX2
+  if (simd::enabled() && cpu_has_avx2_f16c()) {
+    k.dot = dot_avx2;
+    k.halves = halves_f16c;
+  }
+#endif
+  return k;
+}
+
+// One modality's rows of a group, made ready on first use (most rows of a large capped group are
+// in no chosen pair): float32 (converted from float16 when stored so, else read in place) and the
+// squared norm. A row whose squared norm is zero or not finite has no usable vector (NaN scores).
+struct GroupVectors {
+  const EmbeddingView* e = nullptr;
+  const Kernels* kern = nullptr;
+  int64_t start = 0;
+  std::vector<float> buf;     // converted float16 rows (row r at r * dim)
+  std::vector<float> norm2;   // NaN: not yet computed
+  std::vector<uint8_t> ready;
+
+  void reset(const EmbeddingView& view, const Kernels& k, int64_t s, int64_t m) {
+    e = &view;
+    kern = &k;
+    start = s;
+    ready.assign(static_cast<size_t>(m), 0);
+    norm2.resize(static_cast<size_t>(m));
+    if (view.f16) buf.resize(static_cast<size_t>(m * view.dim));
+  }
+  const float* row(int64_t r) {
+    const int64_t d = e->dim;
+    const float* v;
+    if (e->f16) {
+      v = buf.data() + r * d;
+      if (!ready[static_cast<size_t>(r)]) {
+        kern->halves(static_cast<const uint16_t*>(e->data) + (start + r) * d, buf.data() + r * d, d);
+      }
+    } else {
+      v = static_cast<const float*>(e->data) + (start + r) * d;
+    }
+    if (!ready[static_cast<size_t>(r)]) {
+      norm2[static_cast<size_t>(r)] = kern->dot(v, v, d);
+      ready[static_cast<size_t>(r)] = 1;
+    }
+    return v;
+  }
+  bool ok(int64_t r) {
+    row(r);
+    const float n = norm2[static_cast<size_t>(r)];
+    return n > 0 && std::isfinite(n);
+  }
+};
+
+// The cosine of rows qa (of a) and tb (of b): their dot over the product of the norms.
+float cosine(GroupVectors& a, int64_t qa, GroupVectors& b, int64_t tb) {
+  if (!a.ok(qa) || !b.ok(tb)) return kNaN;
+  const float ab = a.kern->dot(a.row(qa), b.row(tb), a.e->dim);
+  return static_cast<float>(static_cast<double>(ab) /
+                            std::sqrt(static_cast<double>(a.norm2[static_cast<size_t>(qa)]) *
+                                      static_cast<double>(b.norm2[static_cast<size_t>(tb)])));
+}
 
 struct Cand {
   uint64_t prio;
@@ -193,7 +268,8 @@ PairOutput mine_pairs(const PairInput& in, int threads, const CancelToken* cance
   out.query_image_target_text.assign(static_cast<size_t>(total), kNaN);
   out.query_text_target_image.assign(static_cast<size_t>(total), kNaN);
   out.label_overlap.assign(static_cast<size_t>(total), kNaN);
-  if (has_img && in.image.f16) half_table();  // build before the workers start
+  half_table();  // built before the workers start
+  const Kernels kern = pick_kernels();
 
   // Pass 2, in blocks of groups holding about kBlockRows rows each (a large group is a block).
   constexpr int64_t kBlockRows = 2048;
@@ -244,8 +320,8 @@ PairOutput mine_pairs(const PairInput& in, int threads, const CancelToken* cance
         }
         std::sort_heap(cands.begin(), cands.end(), cand_less);
       }
-      if (has_img) img.load(in.image, s, m);
-      if (has_txt) txt.load(in.text, s, m);
+      if (has_img) img.reset(in.image, kern, s, m);
+      if (has_txt) txt.reset(in.text, kern, s, m);
       for (int64_t p = 0; p < k; ++p) {
         const Cand& c = cands[static_cast<size_t>(p)];
         // lo: the smaller uid hash (the earlier row on a tie); the priority's top bit picks the query
@@ -258,19 +334,11 @@ PairOutput mine_pairs(const PairInput& in, int threads, const CancelToken* cance
         out.target[at] = s + t;
         out.group[at] = g;
         out.priority[at] = c.prio;
-        if (has_img && img.ok[static_cast<size_t>(q)] && img.ok[static_cast<size_t>(t)]) {
-          out.image_sim[at] = dot(img.row(q), img.row(t), img.dim);
-        }
-        if (has_txt && txt.ok[static_cast<size_t>(q)] && txt.ok[static_cast<size_t>(t)]) {
-          out.text_sim[at] = dot(txt.row(q), txt.row(t), txt.dim);
-        }
+        if (has_img) out.image_sim[at] = cosine(img, q, img, t);
+        if (has_txt) out.text_sim[at] = cosine(txt, q, txt, t);
         if (in.cross) {
-          if (img.ok[static_cast<size_t>(q)] && txt.ok[static_cast<size_t>(t)]) {
-            out.query_image_target_text[at] = dot(img.row(q), txt.row(t), img.dim);
-          }
-          if (txt.ok[static_cast<size_t>(q)] && img.ok[static_cast<size_t>(t)]) {
-            out.query_text_target_image[at] = dot(txt.row(q), img.row(t), img.dim);
-          }
+          out.query_image_target_text[at] = cosine(img, q, txt, t);
+          out.query_text_target_image[at] = cosine(txt, q, img, t);
         }
         if (has_lab) {
           const int64_t qa = in.label_offsets[s + q], qb = in.label_offsets[s + q + 1];

@@ -104,6 +104,21 @@ def hamming_pairs(
 def plan_search(n: int, radius: int, blocks: int = 0) -> dict[str, Any]: ...
 def connected_components(n: int, a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
 def best_of_groups(labels: npt.NDArray[np.int64], rank: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
+# Pair mining within groups (fastcurate.kernels.pairs wraps it).
+def mine_pairs(
+    group_starts: npt.NDArray[np.int64],
+    uid_hash: npt.NDArray[np.uint64],
+    seed: int,
+    max_pairs_per_group: int,
+    image: npt.NDArray[np.float32] | npt.NDArray[np.float16] | None = None,
+    text: npt.NDArray[np.float32] | npt.NDArray[np.float16] | None = None,
+    cross: bool = False,
+    label_offsets: npt.NDArray[np.int64] | None = None,
+    labels: npt.NDArray[np.uint64] | None = None,
+    threads: int = 0,
+) -> dict[str, Any]: ...
+def pair_priority(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64], seed: int) -> npt.NDArray[np.uint64]: ...
+def half_to_float(bits: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]: ...
 # CLIP BPE tokeniser (fastcurate.models.ClipTokenizer wraps it).
 class ClipBpe:
     def __init__(
