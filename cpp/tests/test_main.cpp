@@ -1,6 +1,8 @@
 // C++ unit tests of the core, run under ASan+UBSan in CI (cmake -DFASTCURATE_SANITIZE=ON).
 // Plain asserts that stay on in release builds; the process exits non-zero on the first failure.
 #include <cstdio>
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -175,6 +177,78 @@ static void test_random() {
   }
 }
 
+// The batched pipeline: rows across the limits of a batch (pieces, rows), of a 2048-row block,
+// rows longer than the batch takes (matched alone), and an Arrow buffer where the 16-byte tail
+// loads read past a row into the next one. Every row against the naive reference.
+static void test_batches() {
+  std::mt19937 rng(777);
+  const std::vector<std::string> entries = {"a", "b", "a b", "a b c", "b c", ",", "c , a", "x", "a  b", "b a b a",
+                                            "longword-0123456789abcdef", "longword-0123456789abcdef a"};
+  const std::string words[] = {"a", "b", "c", ",", ".", " ", "  ", "x", "longword-0123456789abcdef", "\t", "yy"};
+  std::vector<std::string> texts;
+  for (int i = 0; i < 3000; ++i) {
+    std::string t;
+    // Mostly short rows; some of hundreds of pieces (past a batch), some past the long-row limit
+    // (2048 bytes), some right at it.
+    const int kind = static_cast<int>(rng() % 50);
+    size_t target = kind == 0 ? 6000 : kind == 1 ? 1500 : kind == 2 ? 2048 : kind == 3 ? 2049 : rng() % 60;
+    while (t.size() < target) {
+      t += words[rng() % (sizeof(words) / sizeof(words[0]))];
+      t += ' ';
+    }
+    if (kind == 2 || kind == 3) t.resize(target, 'a');
+    texts.push_back(t);
+  }
+  std::vector<std::string_view> ev(entries.begin(), entries.end());
+  for (bool cs : {true, false}) {
+    MatcherOptions opt;
+    opt.case_sensitive = cs;
+    Matcher m(ev, opt);
+    std::vector<std::vector<int>> want;
+    for (const auto& t : texts) want.push_back(naive::metaclip(entries, t, cs));
+    for (int threads : {1, 2}) {
+      CHECK(run(m, texts, threads) == want);
+      ++g_checks;
+    }
+    // The same rows as one Arrow buffer (64-bit offsets): the tail of each row is read in place.
+    std::string data;
+    std::vector<int64_t> offsets = {0};
+    for (const auto& t : texts) {
+      data += t;
+      offsets.push_back(static_cast<int64_t>(data.size()));
+    }
+    TextColumn c;
+    c.data = reinterpret_cast<const uint8_t*>(data.data());
+    c.data_size = static_cast<int64_t>(data.size());
+    c.offsets64 = offsets.data();
+    c.length = static_cast<int64_t>(texts.size());
+    MatchResult r = m.match({c}, 2);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      CHECK((std::vector<int>(r.ids.begin() + r.offsets[i], r.ids.begin() + r.offsets[i + 1]) == want[i]));
+    }
+    ++g_checks;
+  }
+}
+
+#include "../src/small_sort.hpp"
+
+static void test_small_sort() {
+  std::mt19937 rng(99);
+  for (int round = 0; round < 4000; ++round) {
+    const size_t k = rng() % 41;
+    const uint32_t range = round % 3 == 0 ? 8u : round % 3 == 1 ? 1000u : 0x7ffffffeu;  // many repeats .. none
+    std::vector<int32_t> a(k + 1);
+    for (size_t i = 0; i < k; ++i) a[i] = static_cast<int32_t>(rng() % range);
+    if (round % 7 == 0 && k > 0) a[0] = INT32_MAX - 1;  // the largest id
+    std::vector<int32_t> want(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(k));
+    std::sort(want.begin(), want.end());
+    want.erase(std::unique(want.begin(), want.end()), want.end());
+    const size_t n = detail::sort_unique_ids(a.data(), k);
+    CHECK((std::vector<int32_t>(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n)) == want));
+    ++g_checks;
+  }
+}
+
 #include "test_balance.inc"
 
 int main() {
@@ -183,6 +257,8 @@ int main() {
     test_table();
     test_arrow_layout();
     test_random();
+    test_batches();
+    test_small_sort();
   }
   test_substring();
   test_errors();
