@@ -2,11 +2,15 @@
 //
 // Why: a caption matches about 10-20 entries, and their ids arrive in no useful order. An
 // insertion sort plus std::unique mispredicts a branch about once per id (the simulator counts
-// 13-14 mispredictions per caption, about a fifth of the matcher's time). Here, for up to 16 ids,
-// each id's rank is counted with SSE2 compares of all ids at once (the rank of a[i] is the number
-// of ids smaller than it plus the number of equal ids before it, so the ranks are a permutation
-// and the sort is stable); up to 32 ids are two such halves and a branch-free merge; repeats are
-// dropped by a branch-free copy. Larger sets fall back to std::sort.
+// 13-14 mispredictions per caption, about a fifth of the matcher's time). Here each id's rank is
+// counted by comparing it with all the ids at once (the rank of a[i] is the number of ids smaller
+// than it plus the number of equal ids before it, so the ranks are a permutation and the sort is
+// stable), the ids are stored at their ranks, and repeats are dropped without branching:
+//   - AVX-512 (chosen at run time where the CPU has it): up to 64 ids, 16 per vector, compares
+//     into masks, a scatter, and a compressing store for the repeats;
+//   - SSE2 (every x86-64): up to 16 ids in 4 vectors; up to 32 as two halves and a merge;
+//   - otherwise, and for more ids, std::sort.
+// simd::set_enabled(false) forces std::sort, so the tests can compare the paths.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +24,9 @@
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
 #define FC_SMALL_SORT_SSE2 1
+#endif
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
 #endif
 
 namespace fastcurate {
@@ -106,24 +113,90 @@ inline size_t copy_unique(const int32_t* s, size_t k, int32_t* out) {
   return w;
 }
 
-// Sorts a[0, k) ascending and drops repeats; returns the new length. Values must be below
-// INT32_MAX (entry ids are).
+#ifdef FC_SMALL_SORT_SSE2
+// 2 <= k <= 32: ranks by SSE2 compares (two halves and a merge above 16).
+inline size_t sort_unique_sse2(int32_t* a, size_t k) {
+  alignas(16) int32_t t[34];
+  if (k <= 16) {
+    rank_sort16(a, k, t);
+    return copy_unique(t, k, a);
+  }
+  alignas(16) int32_t m[32];
+  rank_sort16(a, 16, t);                // t[0, 16), sentinel t[16]
+  rank_sort16(a + 16, k - 16, t + 17);  // t[17, k + 1), sentinel after
+  merge_runs(t, 16, t + 17, k - 16, m);
+  return copy_unique(m, k, a);
+}
+#endif
+
+// The same with AVX-512 (chosen at run time where the CPU has it): 16 ids per vector, up to 64,
+// compares into masks, and repeats dropped by a compressing store.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_SMALL_SORT_AVX512 1
+template <int NV>
+__attribute__((target("avx512f"))) inline size_t sort_unique_avx512_n(int32_t* a, size_t k) {
+  const __m512i pad = _mm512_set1_epi32(INT32_MAX);
+  const __m512i one = _mm512_set1_epi32(1);
+  __m512i v[NV], c[NV];
+  for (int m = 0; m < NV; ++m) {
+    const size_t lo = 16 * static_cast<size_t>(m);
+    const size_t n = k > lo ? std::min<size_t>(16, k - lo) : 0;
+    v[m] = _mm512_mask_loadu_epi32(pad, static_cast<__mmask16>((uint32_t{1} << n) - 1), a + lo);
+    c[m] = _mm512_setzero_si512();
+  }
+  for (size_t j = 0; j < k; ++j) {
+    const __m512i x = _mm512_set1_epi32(a[j]);
+    for (int m = 0; m < NV; ++m) {
+      // Lanes i > j of vector m: all lanes when j < 16m, none when j >= 16m + 15.
+      const int64_t sh = static_cast<int64_t>(j) + 1 - 16 * m;
+      const __mmask16 after = static_cast<__mmask16>(sh <= 0 ? 0xffffu : sh >= 16 ? 0u : (0xffffu << sh) & 0xffffu);
+      const __mmask16 inc = _mm512_cmpgt_epi32_mask(v[m], x) | _mm512_mask_cmpeq_epi32_mask(after, v[m], x);
+      c[m] = _mm512_mask_add_epi32(c[m], inc, c[m], one);
+    }
+  }
+  alignas(64) int32_t t[16 * NV + 1];
+  t[0] = -1;  // ids are >= 0: t[1 + i] differs from the one before it when i == 0
+  for (int m = 0; m < NV; ++m) {
+    const size_t lo = 16 * static_cast<size_t>(m);
+    const size_t n = k > lo ? std::min<size_t>(16, k - lo) : 0;
+    _mm512_mask_i32scatter_epi32(t + 1, static_cast<__mmask16>((uint32_t{1} << n) - 1), c[m], v[m], 4);
+  }
+  size_t w = 0;
+  for (int m = 0; m < NV; ++m) {
+    const size_t lo = 16 * static_cast<size_t>(m);
+    const size_t n = k > lo ? std::min<size_t>(16, k - lo) : 0;
+    const __mmask16 live = static_cast<__mmask16>((uint32_t{1} << n) - 1);
+    const __m512i cur = _mm512_loadu_si512(t + 1 + lo);
+    const __m512i prev = _mm512_loadu_si512(t + lo);
+    const __mmask16 keep = _mm512_mask_cmpneq_epi32_mask(live, cur, prev);
+    _mm512_mask_compressstoreu_epi32(a + w, keep, cur);
+    w += static_cast<size_t>(__builtin_popcount(keep));
+  }
+  return w;
+}
+
+inline bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#endif
+
+// Sorts a[0, k) ascending and drops repeats; returns the new length. Values must be in
+// [0, INT32_MAX) (entry ids are).
 inline size_t sort_unique_ids(int32_t* a, size_t k) {
   if (k <= 1) return k;
-#ifdef FC_SMALL_SORT_SSE2
-  if (k <= 32 && simd::enabled()) {
-    alignas(16) int32_t t[34];
-    if (k <= 16) {
-      rank_sort16(a, k, t);
-      return copy_unique(t, k, a);
+  if (simd::enabled()) {
+#ifdef FC_SMALL_SORT_AVX512
+    if (k <= 64 && cpu_has_avx512()) {
+      if (k <= 16) return sort_unique_avx512_n<1>(a, k);
+      if (k <= 32) return sort_unique_avx512_n<2>(a, k);
+      return sort_unique_avx512_n<4>(a, k);
     }
-    alignas(16) int32_t m[32];
-    rank_sort16(a, 16, t);           // t[0, 16), sentinel t[16]
-    rank_sort16(a + 16, k - 16, t + 17);  // t[17, k + 1), sentinel after
-    merge_runs(t, 16, t + 17, k - 16, m);
-    return copy_unique(m, k, a);
-  }
 #endif
+#ifdef FC_SMALL_SORT_SSE2
+    if (k <= 32) return sort_unique_sse2(a, k);
+#endif
+  }
   std::sort(a, a + k);
   return static_cast<size_t>(std::unique(a, a + k) - a);
 }

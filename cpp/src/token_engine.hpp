@@ -361,13 +361,10 @@ class TokenEngine {
       i = (i + 1) & gmask_;
     }
   }
-  const GSlot* find_edge(int32_t s, int32_t t) const {
-    const uint64_t key = gkey(s, t);
-    return maybe_edge(key) ? probe_edge(key) : nullptr;
-  }
+  const GSlot* find_edge(uint64_t key) const { return maybe_edge(key) ? probe_edge(key) : nullptr; }
   int32_t go(int32_t s, int32_t t) const {  // build time
     if (s == 0) return t + 1;
-    const GSlot* g = find_edge(s, t);
+    const GSlot* g = find_edge(gkey(s, t));
     return g == nullptr ? 0 : g->next;
   }
 
@@ -384,12 +381,19 @@ class TokenEngine {
     bool depth2 = false;        // s has depth 2 (known when entered from depth 1)
   };
 
+  // What passes 2-6 worked out ahead for a piece (see match_rows_impl).
+  struct Ahead {
+    const GSlot* e1;    // the transition (depth-1 state of the previous piece's token, this token),
+                        // nullptr if there is none
+    uint64_t key2;      // the key (depth-2 state that e1 of the previous piece leads to, this token),
+                        // 0 if not worked out
+    const GSlot* e2;    // the transition of key2, nullptr if there is none
+  };
+
   // Feeds one piece to the automaton and writes the ids of the entries that end here at `o`
   // (which must have room for max_out_ ids); returns the new end. `v` is the piece's vocabulary
-  // slot (kNullSlot: a piece that occurs in no entry, through which nothing can continue). `k1`
-  // is the key of the transition (depth-1 state of the previous piece's token, this token) when
-  // that state has children and the filter did not rule the transition out, else 0.
-  FC_INLINE int32_t* step(const VSlot* v, uint64_t k1, Cursor& c, int32_t* o) const {
+  // slot (kNullSlot: a piece that occurs in no entry, through which nothing can continue).
+  FC_INLINE int32_t* step(const VSlot* v, const Ahead& a, Cursor& c, int32_t* o) const {
     if (c.s > n_tok_) {
       // Deeper than one piece: extend if possible, else follow failure links until depth 1.
       const int32_t t = v->tok;
@@ -399,7 +403,8 @@ class TokenEngine {
       }
       for (;;) {
         if (c.has_children) {
-          const GSlot* g = find_edge(c.s, t);
+          const uint64_t key = gkey(c.s, t);
+          const GSlot* g = key == a.key2 ? a.e2 : find_edge(key);
           if (g != nullptr) {
             const State& st = states_[static_cast<size_t>(g->next)];
             c.s = g->next;
@@ -419,22 +424,21 @@ class TokenEngine {
         c.has_children = states_[static_cast<size_t>(c.s)].nchild != 0;
       }
     }
-    // k1 != 0 implies a depth-1 state here: the failure chain of a state ending with the
-    // previous piece's token reaches that token's depth-1 state before the root.
-    if (k1 != 0) {
-      const GSlot* g = probe_edge(k1);
-      if (g != nullptr) {  // to a depth-2 state; its failure state (this piece's depth-1) outputs out1
-        const uint32_t info = g->info;
-        const int32_t a = static_cast<int32_t>(info & 0x7fffffffu) - 1;
-        *o = a;
-        o += a >= 0;
-        *o = v->out1;
-        o += v->out1 >= 0;
-        c.s = g->next;
-        c.has_children = (info >> 31) != 0;
-        c.depth2 = true;
-        return o;
-      }
+    // Here the state is the root or a depth-1 state, and a depth-1 state is the previous piece's
+    // (the failure chain of a state that ends with a token reaches that token's depth-1 state
+    // before the root), so the one transition it can take is a.e1; a.e1 is nullptr after the
+    // root, since the previous piece then was no token.
+    if (a.e1 != nullptr && c.s != 0) {  // to a depth-2 state; its failure state (this piece's depth-1) outputs out1
+      const uint32_t info = a.e1->info;
+      const int32_t x = static_cast<int32_t>(info & 0x7fffffffu) - 1;
+      *o = x;
+      o += x >= 0;
+      *o = v->out1;
+      o += v->out1 >= 0;
+      c.s = a.e1->next;
+      c.has_children = (info >> 31) != 0;
+      c.depth2 = true;
+      return o;
     }
     // From the root: the depth-1 state of this piece, described by its vocabulary slot (the
     // root itself for kNullSlot).
@@ -444,15 +448,18 @@ class TokenEngine {
   }
 
   // ---- the batched pipeline -------------------------------------------------------------------
-  // Rows go through the automaton in batches of about kBatchPieces pieces, in four passes, so
-  // that the cache misses of many captions are in flight together instead of one dependent miss
-  // at a time:
-  //   1. scan: cut the rows into pieces, hash them, prefetch their vocabulary slots;
-  //   2. lookup: find the pieces' tokens (their slots are in cache by now); where the previous
-  //      piece's depth-1 state has children, the key of the one transition it can take here is
-  //      known already (`k1`): prefetch its filter word;
+  // Rows go through the automaton in batches of about kBatchPieces pieces, in passes, so that
+  // the cache misses of many captions are in flight together instead of one dependent miss at a
+  // time. Each pass issues prefetches that a later pass consumes:
+  //   1. scan: cut the rows into pieces, hash them, prefetch their vocabulary buckets;
+  //   2. lookup: find the pieces' tokens. Where the previous piece's depth-1 state has children,
+  //      the key of the one transition it can take here is known already: prefetch its filter word;
   //   3. filter: test those keys; prefetch the transition slots of the keys that pass;
-  //   4. run: the automaton, whose common transitions now hit the cache.
+  //   4. edges: read those transitions (Ahead::e1). Where one leads to a depth-2 state with
+  //      children, the key of its transition with the next piece is known: prefetch its filter word;
+  //   5. filter2: test those keys; prefetch the transition slots of the keys that pass;
+  //   6. edges2: read those transitions (Ahead::e2); prefetch the states they lead to;
+  //   7. run: the automaton, whose transitions out of depths 1 and 2 now hit the cache.
   // Rows longer than kLongRow bytes are matched alone, piece by piece (match_long_row), so that
   // the batch's memory stays bounded whatever the input.
   static constexpr size_t kBatchPieces = 512;
@@ -461,20 +468,23 @@ class TokenEngine {
   static constexpr size_t kMaxPieces = kBatchPieces + 2 * kLongRow + 2;  // a row of n bytes has <= 2n + 1 pieces
 
  public:
-  // Per-worker scratch memory of match_rows (about 200 KB), reused across calls.
+  // Per-worker scratch memory of match_rows (about 300 KB), reused across calls.
   struct Scratch {
     std::unique_ptr<Piece[]> pieces{new Piece[kMaxPieces]};
     std::unique_ptr<const VSlot*[]> vs{new const VSlot*[kMaxPieces]};
     std::unique_ptr<uint64_t[]> k1{new uint64_t[kMaxPieces]};
+    std::unique_ptr<Ahead[]> ahead{new Ahead[kMaxPieces]};
+    std::unique_ptr<uint8_t[]> linked{new uint8_t[kMaxPieces]};  // the piece has a previous piece in its row
     std::unique_ptr<uint32_t[]> cand{new uint32_t[kMaxPieces]};
+    std::unique_ptr<uint32_t[]> cand2{new uint32_t[kMaxPieces]};
     uint32_t row_end[kBatchRows];  // end of each row's pieces
     size_t n_pieces = 0;
     size_t n_rows = 0;
     size_t n_cand = 0;
+    size_t n_cand2 = 0;
   };
 
  private:
-
   // Pass 1. Returns the first row not taken; stops before a long row (returned as `long_row`).
   template <bool CI>
   FC_NOINLINE int64_t pass_scan(const TextColumn& col, int64_t row, int64_t end, Scratch& b, bool& long_row) const {
@@ -511,6 +521,8 @@ class TokenEngine {
     const Piece* pieces = b.pieces.get();
     const VSlot** vs = b.vs.get();
     uint64_t* k1 = b.k1.get();
+    Ahead* ahead = b.ahead.get();
+    uint8_t* linked = b.linked.get();
     uint32_t* cand = b.cand.get();
     const uint64_t* const filter = filter_.data();
     const uint32_t fshift = fshift_;
@@ -518,9 +530,12 @@ class TokenEngine {
     size_t j = 0;
     for (size_t r = 0; r < b.n_rows; ++r) {
       int32_t prev1 = 0;  // depth-1 state of the previous piece when it has children, else 0
+      const size_t first = j;
       for (const size_t e = b.row_end[r]; j < e; ++j) {
         const VSlot* v = lookup_piece<CI>(pieces[j]);
         vs[j] = v;
+        ahead[j] = Ahead{nullptr, 0, nullptr};
+        linked[j] = j != first;
         // (Masks rather than ?: so that the compiler cannot turn these into branches.)
         const int32_t t = v->tok;
         const uint64_t cand_mask = 0 - static_cast<uint64_t>((prev1 != 0) & (t >= 0));
@@ -549,16 +564,66 @@ class TokenEngine {
   }
 
   // Pass 4.
+  FC_NOINLINE void pass_edges(Scratch& b) const {
+    const uint64_t* k1 = b.k1.get();
+    const VSlot* const* vs = b.vs.get();
+    Ahead* ahead = b.ahead.get();
+    const uint8_t* linked = b.linked.get();
+    const uint32_t* cand = b.cand.get();
+    uint32_t* cand2 = b.cand2.get();
+    size_t n2 = 0;
+    for (size_t c = 0; c < b.n_cand; ++c) {
+      const size_t j = cand[c];
+      if (k1[j] == 0) continue;
+      const GSlot* g = probe_edge(k1[j]);
+      ahead[j].e1 = g;
+      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.n_pieces || !linked[j + 1] || vs[j + 1]->tok < 0) continue;
+      const uint64_t key = gkey(g->next, vs[j + 1]->tok);
+      ahead[j + 1].key2 = key;
+      FC_PREFETCH(filter_word(key));
+      cand2[n2++] = static_cast<uint32_t>(j + 1);
+    }
+    b.n_cand2 = n2;
+  }
+
+  // Pass 5.
+  FC_NOINLINE void pass_filter2(Scratch& b) const {
+    Ahead* ahead = b.ahead.get();
+    const uint32_t* cand2 = b.cand2.get();
+    uint32_t* keep = b.cand2.get();
+    size_t n = 0;
+    for (size_t c = 0; c < b.n_cand2; ++c) {
+      const uint64_t key = ahead[cand2[c]].key2;
+      if (maybe_edge(key)) {
+        FC_PREFETCH(&gslots_[gslot_of(key)]);
+        keep[n++] = cand2[c];
+      }
+    }
+    b.n_cand2 = n;
+  }
+
+  // Pass 6.
+  FC_NOINLINE void pass_edges2(Scratch& b) const {
+    Ahead* ahead = b.ahead.get();
+    const uint32_t* cand2 = b.cand2.get();
+    for (size_t c = 0; c < b.n_cand2; ++c) {
+      Ahead& a = ahead[cand2[c]];
+      a.e2 = probe_edge(a.key2);
+      if (a.e2 != nullptr) FC_PREFETCH(&states_[static_cast<size_t>(a.e2->next)]);
+    }
+  }
+
+  // Pass 7.
   FC_NOINLINE void pass_run(const Scratch& b, IdBuffer& ids, std::vector<int64_t>& ends) const {
     const VSlot* const* vs = b.vs.get();
-    const uint64_t* k1 = b.k1.get();
+    const Ahead* ahead = b.ahead.get();
     size_t j = 0;
     for (size_t r = 0; r < b.n_rows; ++r) {
       const size_t e = b.row_end[r];
       int32_t* const base = ids.room((e - j) * max_out_);
       int32_t* o = base;
       Cursor c;
-      for (; j < e; ++j) o = step(vs[j], k1[j], c, o);
+      for (; j < e; ++j) o = step(vs[j], ahead[j], c, o);
       ids.commit(base + sort_unique_ids(base, static_cast<size_t>(o - base)));
       ends.push_back(static_cast<int64_t>(ids.size()));
     }
@@ -573,13 +638,9 @@ class TokenEngine {
     int32_t prev1 = 0;
     scan_pieces(p, n, rend, [&](const uint8_t* s, size_t len) {
       const VSlot* v = lookup_piece<CI>(make_piece<CI>(s, len, rend));
-      uint64_t key = 0;
-      if (v->tok >= 0 && prev1 != 0) {
-        key = gkey(prev1, v->tok);
-        if (!maybe_edge(key)) key = 0;
-      }
+      const Ahead a{v->tok >= 0 && prev1 != 0 ? find_edge(gkey(prev1, v->tok)) : nullptr, 0, nullptr};
       prev1 = v->nchild1 != 0 ? v->tok + 1 : 0;
-      ids.commit(step(v, key, c, ids.room(max_out_)));
+      ids.commit(step(v, a, c, ids.room(max_out_)));
     });
     int32_t* a = const_cast<int32_t*>(ids.data()) + base;
     ids.commit(a + sort_unique_ids(a, ids.size() - base));
@@ -596,6 +657,9 @@ class TokenEngine {
       if (b.n_rows != 0) {
         pass_lookup<CI>(b);
         pass_filter(b);
+        pass_edges(b);
+        pass_filter2(b);
+        pass_edges2(b);
         pass_run(b, ids, ends);
       }
       if (long_row) {

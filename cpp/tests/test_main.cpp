@@ -235,7 +235,7 @@ static void test_batches() {
 static void test_small_sort() {
   std::mt19937 rng(99);
   for (int round = 0; round < 4000; ++round) {
-    const size_t k = rng() % 41;
+    const size_t k = rng() % 70;
     const uint32_t range = round % 3 == 0 ? 8u : round % 3 == 1 ? 1000u : 0x7ffffffeu;  // many repeats .. none
     std::vector<int32_t> a(k + 1);
     for (size_t i = 0; i < k; ++i) a[i] = static_cast<int32_t>(rng() % range);
@@ -243,9 +243,22 @@ static void test_small_sort() {
     std::vector<int32_t> want(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(k));
     std::sort(want.begin(), want.end());
     want.erase(std::unique(want.begin(), want.end()), want.end());
-    const size_t n = detail::sort_unique_ids(a.data(), k);
-    CHECK((std::vector<int32_t>(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n)) == want));
-    ++g_checks;
+    auto check = [&](size_t (*sorter)(int32_t*, size_t), size_t max_k) {
+      if (k > max_k || k < 2) return;
+      std::vector<int32_t> b = a;
+      const size_t n = sorter(b.data(), k);
+      CHECK((std::vector<int32_t>(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(n)) == want));
+      ++g_checks;
+    };
+    check(detail::sort_unique_ids, 1000);
+    check(detail::sort_unique_sse2, 32);  // the fallback of CPUs without AVX-512
+#ifdef FC_SMALL_SORT_AVX512
+    if (detail::cpu_has_avx512()) {
+      check(detail::sort_unique_avx512_n<1>, 16);
+      check(detail::sort_unique_avx512_n<2>, 32);
+      check(detail::sort_unique_avx512_n<4>, 64);
+    }
+#endif
   }
 }
 
