@@ -92,7 +92,7 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
   // records which worker holds each block and where, for the merge below.
   struct Worker {
     detail::IdBuffer ids;
-    std::vector<int64_t> ends;  // per row, end of its ids within `ids`
+    result_vector<int64_t> ends{0};  // 0, then per row the end of its ids within `ids`
     std::unique_ptr<detail::TokenEngine::Scratch> scratch;
   };
   struct Where {
@@ -101,6 +101,12 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
   };
   const int n_workers = worker_count(n_blocks, threads);
   std::vector<Worker> workers(static_cast<size_t>(n_workers));
+  for (Worker& w : workers) {
+    // Address space only: pages are touched as ids are written. 24 ids per row covers dense
+    // captions against a large metadata; beyond that the buffer grows by doubling.
+    w.ids.reserve(static_cast<size_t>(total_rows / n_workers + kBlockRows) * 24);
+    w.ends.reserve(static_cast<size_t>(total_rows / n_workers + kBlockRows) * 5 / 4);
+  }
   std::vector<Where> where(blocks.size());
   parallel_for_blocks_indexed(n_blocks, n_workers, cancel, [&](int64_t bi, int wi) {
     const Block& b = blocks[static_cast<size_t>(bi)];
@@ -109,7 +115,7 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
     Where& at = where[static_cast<size_t>(bi)];
     at.worker = wi;
     at.ids_begin = w.ids.size();
-    at.ends_begin = w.ends.size();
+    at.ends_begin = w.ends.size();  // where this block's row ends will go
     if (im.opt.mode == MatchMode::MetaClip) {
       if (!w.scratch) w.scratch.reset(new detail::TokenEngine::Scratch);
       im.tok.match_rows(col, b.begin, b.end, w.ids, w.ends, *w.scratch);
@@ -132,6 +138,14 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
     }
     at.ids_end = w.ids.size();
   });
+  MatchResult r;
+  if (n_workers == 1) {
+    // One worker took every block in order: its buffers are the result, without a copy (the
+    // first touch of a new result's pages would cost as much again as writing the buffers).
+    r.ids = workers[0].ids.take();
+    r.offsets = std::move(workers[0].ends);
+    return r;
+  }
   // The merge: block positions in the result by prefix sums, then every block copied in place,
   // in parallel too (the copy and the first touch of the result's pages are not negligible next
   // to matching, and serial work here would cap the gain from more threads).
@@ -141,7 +155,6 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
   }
   std::vector<int64_t> rows_at(blocks.size() + 1, 0);
   for (size_t bi = 0; bi < blocks.size(); ++bi) rows_at[bi + 1] = rows_at[bi] + (blocks[bi].end - blocks[bi].begin);
-  MatchResult r;
   r.offsets.resize(static_cast<size_t>(total_rows) + 1);
   r.ids.resize(static_cast<size_t>(ids_at.back()));
   r.offsets[0] = 0;

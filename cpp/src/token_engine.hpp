@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -134,34 +136,35 @@ FC_INLINE void scan_pieces(const uint8_t* p, size_t n, const uint8_t* end, Emit&
   scan_pieces_scalar(p, n, p, 0, emit);
 }
 
-// The ids found for a block of rows. Unlike std::vector it grows without initialising memory,
-// so that the hot loop can write ids through a raw pointer (see TokenEngine::step).
+// The ids found by one worker, appended through a raw pointer by the hot loop (see
+// TokenEngine::step). It keeps a result_vector whose size is its capacity (resizing it does not
+// initialise memory) and counts the ids itself, so that growing never zeroes or constructs
+// anything, and so that a single worker's ids can become the result without a copy (take()).
 class IdBuffer {
  public:
-  const int32_t* data() const { return buf_.get(); }
+  int32_t* data() { return v_.data(); }
+  const int32_t* data() const { return v_.data(); }
   size_t size() const { return size_; }
+  // Address space only: pages are touched as ids are written.
+  void reserve(size_t cap) {
+    if (cap > v_.size()) v_.resize(cap);
+  }
   // Room for at least `extra` more ids past the end.
   int32_t* room(size_t extra) {
-    if (cap_ - size_ < extra || cap_ == 0) grow(size_ + extra);
-    return buf_.get() + size_;
+    if (v_.size() - size_ < extra || v_.empty()) v_.resize(std::max({size_ + extra, v_.size() * 2, size_t{1024}}));
+    return v_.data() + size_;
   }
-  void commit(const int32_t* end) { size_ = static_cast<size_t>(end - buf_.get()); }
-  void release() {
-    buf_.reset();
-    size_ = cap_ = 0;
+  void commit(const int32_t* end) { size_ = static_cast<size_t>(end - v_.data()); }
+  // The ids as a vector of exactly size() elements; the buffer is left empty.
+  result_vector<int32_t> take() {
+    v_.resize(size_);
+    size_ = 0;
+    return std::move(v_);
   }
 
  private:
-  void grow(size_t need) {
-    const size_t cap = std::max({need, cap_ * 2, size_t{1024}});
-    std::unique_ptr<int32_t[]> nb(new int32_t[cap]);
-    if (size_ != 0) std::memcpy(nb.get(), buf_.get(), size_ * sizeof(int32_t));
-    buf_ = std::move(nb);
-    cap_ = cap;
-  }
-  std::unique_ptr<int32_t[]> buf_;
+  result_vector<int32_t> v_;
   size_t size_ = 0;
-  size_t cap_ = 0;
 };
 
 class TokenEngine {
@@ -171,7 +174,7 @@ class TokenEngine {
   // For rows [begin, end) of the column: appends each row's (sorted, unique) ids to `ids` and
   // the end of its run in `ids` to `ends`. `scratch` is the calling worker's own.
   struct Scratch;
-  void match_rows(const TextColumn& col, int64_t begin, int64_t end, IdBuffer& ids, std::vector<int64_t>& ends,
+  void match_rows(const TextColumn& col, int64_t begin, int64_t end, IdBuffer& ids, result_vector<int64_t>& ends,
                   Scratch& scratch) const {
     if (ci_) {
       match_rows_impl<true>(col, begin, end, ids, ends, scratch);
@@ -383,6 +386,9 @@ class TokenEngine {
 
   // What passes 2-6 worked out ahead for a piece (see match_rows_impl).
   struct Ahead {
+    const VSlot* v;     // the piece's vocabulary slot (kNullSlot if it is no token)
+    uint64_t k1;        // passes 2-3: key of the transition (depth-1 state of the previous
+                        // piece's token, this token) while it may exist, else 0
     const GSlot* e1;    // the transition (depth-1 state of the previous piece's token, this token),
                         // nullptr if there is none
     uint64_t key2;      // the key (depth-2 state that e1 of the previous piece leads to, this token),
@@ -393,7 +399,8 @@ class TokenEngine {
   // Feeds one piece to the automaton and writes the ids of the entries that end here at `o`
   // (which must have room for max_out_ ids); returns the new end. `v` is the piece's vocabulary
   // slot (kNullSlot: a piece that occurs in no entry, through which nothing can continue).
-  FC_INLINE int32_t* step(const VSlot* v, const Ahead& a, Cursor& c, int32_t* o) const {
+  FC_INLINE int32_t* step(const Ahead& a, Cursor& c, int32_t* o) const {
+    const VSlot* const v = a.v;
     if (c.s > n_tok_) {
       // Deeper than one piece: extend if possible, else follow failure links until depth 1.
       const int32_t t = v->tok;
@@ -471,8 +478,6 @@ class TokenEngine {
   // Per-worker scratch memory of match_rows (about 300 KB), reused across calls.
   struct Scratch {
     std::unique_ptr<Piece[]> pieces{new Piece[kMaxPieces]};
-    std::unique_ptr<const VSlot*[]> vs{new const VSlot*[kMaxPieces]};
-    std::unique_ptr<uint64_t[]> k1{new uint64_t[kMaxPieces]};
     std::unique_ptr<Ahead[]> ahead{new Ahead[kMaxPieces]};
     std::unique_ptr<uint8_t[]> linked{new uint8_t[kMaxPieces]};  // the piece has a previous piece in its row
     std::unique_ptr<uint32_t[]> cand{new uint32_t[kMaxPieces]};
@@ -515,15 +520,15 @@ class TokenEngine {
   }
 
   // Pass 2. Branch-free apart from the table probe: whether a piece is a token, or continues
-  // anything, is data that a branch predictor cannot guess.
+  // anything, is data that a branch predictor cannot guess. (Masks rather than ?: below, so that
+  // the compiler cannot turn them into branches; the members are read into locals once, as the
+  // stores through the scratch pointers would otherwise make the compiler reload them.)
   template <bool CI>
   FC_NOINLINE void pass_lookup(Scratch& b) const {
-    const Piece* pieces = b.pieces.get();
-    const VSlot** vs = b.vs.get();
-    uint64_t* k1 = b.k1.get();
-    Ahead* ahead = b.ahead.get();
-    uint8_t* linked = b.linked.get();
-    uint32_t* cand = b.cand.get();
+    const Piece* const pieces = b.pieces.get();
+    Ahead* const ahead = b.ahead.get();
+    uint8_t* const linked = b.linked.get();
+    uint32_t* const cand = b.cand.get();
     const uint64_t* const filter = filter_.data();
     const uint32_t fshift = fshift_;
     size_t nc = 0;
@@ -533,14 +538,15 @@ class TokenEngine {
       const size_t first = j;
       for (const size_t e = b.row_end[r]; j < e; ++j) {
         const VSlot* v = lookup_piece<CI>(pieces[j]);
-        vs[j] = v;
-        ahead[j] = Ahead{nullptr, 0, nullptr};
-        linked[j] = j != first;
-        // (Masks rather than ?: so that the compiler cannot turn these into branches.)
         const int32_t t = v->tok;
         const uint64_t cand_mask = 0 - static_cast<uint64_t>((prev1 != 0) & (t >= 0));
         const uint64_t key = gkey(prev1, t) & cand_mask;
-        k1[j] = key;
+        Ahead& a = ahead[j];
+        a.v = v;
+        a.k1 = key;
+        a.e1 = nullptr;
+        a.key2 = 0;
+        linked[j] = j != first;
         FC_PREFETCH(filter + ((filter_hash(key) >> fshift) & cand_mask));
         cand[nc] = static_cast<uint32_t>(j);
         nc += cand_mask & 1;
@@ -552,34 +558,38 @@ class TokenEngine {
 
   // Pass 3.
   FC_NOINLINE void pass_filter(Scratch& b) const {
-    uint64_t* k1 = b.k1.get();
-    const uint32_t* cand = b.cand.get();
+    Ahead* const ahead = b.ahead.get();
+    const uint32_t* const cand = b.cand.get();
     const GSlot* const gslots = gslots_.data();
+    const uint64_t* const filter = filter_.data();
+    const uint32_t fshift = fshift_, gshift = gshift_;
     for (size_t c = 0; c < b.n_cand; ++c) {
-      const uint64_t key = k1[cand[c]];
-      const uint64_t pass_mask = 0 - static_cast<uint64_t>(maybe_edge(key));
-      k1[cand[c]] = key & pass_mask;
-      FC_PREFETCH(gslots + (gslot_of(key) & pass_mask));
+      Ahead& a = ahead[cand[c]];
+      const uint64_t key = a.k1;
+      const uint64_t h = filter_hash(key);
+      const uint64_t m = filter_mask(h);
+      const uint64_t pass_mask = 0 - static_cast<uint64_t>((filter[h >> fshift] & m) == m);
+      a.k1 = key & pass_mask;
+      FC_PREFETCH(gslots + ((ghash(key) >> gshift) & pass_mask));
     }
   }
 
   // Pass 4.
   FC_NOINLINE void pass_edges(Scratch& b) const {
-    const uint64_t* k1 = b.k1.get();
-    const VSlot* const* vs = b.vs.get();
-    Ahead* ahead = b.ahead.get();
-    const uint8_t* linked = b.linked.get();
-    const uint32_t* cand = b.cand.get();
-    uint32_t* cand2 = b.cand2.get();
+    Ahead* const ahead = b.ahead.get();
+    const uint8_t* const linked = b.linked.get();
+    const uint32_t* const cand = b.cand.get();
+    uint32_t* const cand2 = b.cand2.get();
     size_t n2 = 0;
     for (size_t c = 0; c < b.n_cand; ++c) {
       const size_t j = cand[c];
-      if (k1[j] == 0) continue;
-      const GSlot* g = probe_edge(k1[j]);
+      if (ahead[j].k1 == 0) continue;
+      const GSlot* g = probe_edge(ahead[j].k1);
       ahead[j].e1 = g;
-      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.n_pieces || !linked[j + 1] || vs[j + 1]->tok < 0) continue;
-      const uint64_t key = gkey(g->next, vs[j + 1]->tok);
+      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.n_pieces || !linked[j + 1] || ahead[j + 1].v->tok < 0) continue;
+      const uint64_t key = gkey(g->next, ahead[j + 1].v->tok);
       ahead[j + 1].key2 = key;
+      ahead[j + 1].e2 = nullptr;  // unless pass 6 finds it
       FC_PREFETCH(filter_word(key));
       cand2[n2++] = static_cast<uint32_t>(j + 1);
     }
@@ -614,8 +624,7 @@ class TokenEngine {
   }
 
   // Pass 7.
-  FC_NOINLINE void pass_run(const Scratch& b, IdBuffer& ids, std::vector<int64_t>& ends) const {
-    const VSlot* const* vs = b.vs.get();
+  FC_NOINLINE void pass_run(const Scratch& b, IdBuffer& ids, result_vector<int64_t>& ends) const {
     const Ahead* ahead = b.ahead.get();
     size_t j = 0;
     for (size_t r = 0; r < b.n_rows; ++r) {
@@ -623,7 +632,7 @@ class TokenEngine {
       int32_t* const base = ids.room((e - j) * max_out_);
       int32_t* o = base;
       Cursor c;
-      for (; j < e; ++j) o = step(vs[j], ahead[j], c, o);
+      for (; j < e; ++j) o = step(ahead[j], c, o);
       ids.commit(base + sort_unique_ids(base, static_cast<size_t>(o - base)));
       ends.push_back(static_cast<int64_t>(ids.size()));
     }
@@ -632,23 +641,23 @@ class TokenEngine {
   // A row longer than kLongRow, piece by piece with the same automaton.
   template <bool CI>
   FC_NOINLINE void match_long_row(const uint8_t* p, size_t n, const uint8_t* rend, IdBuffer& ids,
-                                  std::vector<int64_t>& ends) const {
+                                  result_vector<int64_t>& ends) const {
     const size_t base = ids.size();
     Cursor c;
     int32_t prev1 = 0;
     scan_pieces(p, n, rend, [&](const uint8_t* s, size_t len) {
       const VSlot* v = lookup_piece<CI>(make_piece<CI>(s, len, rend));
-      const Ahead a{v->tok >= 0 && prev1 != 0 ? find_edge(gkey(prev1, v->tok)) : nullptr, 0, nullptr};
+      const Ahead a{v, 0, v->tok >= 0 && prev1 != 0 ? find_edge(gkey(prev1, v->tok)) : nullptr, 0, nullptr};
       prev1 = v->nchild1 != 0 ? v->tok + 1 : 0;
-      ids.commit(step(v, a, c, ids.room(max_out_)));
+      ids.commit(step(a, c, ids.room(max_out_)));
     });
-    int32_t* a = const_cast<int32_t*>(ids.data()) + base;
+    int32_t* a = ids.data() + base;
     ids.commit(a + sort_unique_ids(a, ids.size() - base));
     ends.push_back(static_cast<int64_t>(ids.size()));
   }
 
   template <bool CI>
-  void match_rows_impl(const TextColumn& col, int64_t begin, int64_t end, IdBuffer& ids, std::vector<int64_t>& ends,
+  void match_rows_impl(const TextColumn& col, int64_t begin, int64_t end, IdBuffer& ids, result_vector<int64_t>& ends,
                        Scratch& b) const {
     int64_t row = begin;
     while (row < end) {

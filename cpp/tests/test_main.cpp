@@ -85,8 +85,8 @@ static void test_arrow_layout() {
   c.offset = 1;
   c.length = 3;
   MatchResult r = m.match({c}, 1);
-  CHECK((r.offsets == std::vector<int64_t>{0, 2, 2, 3}));
-  CHECK((r.ids == std::vector<int32_t>{0, 2, 1}));
+  CHECK((std::vector<int64_t>(r.offsets.begin(), r.offsets.end()) == std::vector<int64_t>{0, 2, 2, 3}));
+  CHECK((std::vector<int32_t>(r.ids.begin(), r.ids.end()) == std::vector<int32_t>{0, 2, 1}));
   // Corrupt offsets become an InputError, not a read out of bounds.
   const int32_t bad[] = {0, 3, 99, 12, 20};
   c.offsets32 = bad;
