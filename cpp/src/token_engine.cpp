@@ -212,7 +212,7 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
   }
 
   // The final transition table, at load factor <= 1/2.
-  const uint64_t gcap = pow2_at_least(edge_keys.size() * 2 + 2);
+  const uint64_t gcap = pow2_at_least(edge_keys.size() * 3 / 2 + 2);  // load factor in (1/3, 2/3]: the filter screens out most unsuccessful probes
   gslots_.assign(gcap, GSlot{kEmptyKey, 0, 0});
   gmask_ = gcap - 1;
   gshift_ = shift_for(gcap);

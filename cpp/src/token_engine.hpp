@@ -195,7 +195,7 @@ class TokenEngine {
   // The table is hashed by buckets of two slots, one 64-byte line (prefetched as one), filled
   // slot 0 first; a full bucket overflows to the next. A piece that is no token gets kNullSlot,
   // whose token -1 leads to the root (so the automaton needs no branch for it).
-  struct VSlot {
+  struct alignas(32) VSlot {
     uint64_t w0;      // bytes 0..7 of the piece, zero-padded (folded if ci)
     uint64_t w1;      // bytes 8..15
     uint32_t len;
@@ -252,7 +252,7 @@ class TokenEngine {
   // A piece of a caption, cut and hashed ahead of the automaton (see match_rows_impl).
   struct Piece {
     const uint8_t* p;
-    uint64_t w0, w1;
+    uint64_t w0, w1;  // adjacent: loaded as one 16-byte vector
     uint32_t len;
     uint32_t bucket;  // first vocabulary bucket to probe
   };
@@ -300,10 +300,22 @@ class TokenEngine {
     const VSlot* const table = vslots_.data();
     uint64_t b = pc.bucket;
     if (pc.len > 16) return lookup_long<CI>(pc);
+#ifdef FC_HAVE_SSE2
+    const __m128i key = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&pc.w0));  // w0, w1
+#endif
     for (;;) {
       const VSlot* s = table + 2 * b;
+#ifdef FC_HAVE_SSE2
+      // Bytes 0..15 of both slots against the piece's in two compares (the slots are 32-byte
+      // aligned: the table is allocated 64-byte aligned).
+      const uint32_t eq0 = static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(s)), key)));
+      const uint32_t eq1 = static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(s + 1)), key)));
+      const uint64_t m0 = 0 - static_cast<uint64_t>((eq0 == 0xffffu) & (s[0].len == pc.len));
+      const uint64_t m1 = 0 - static_cast<uint64_t>((eq1 == 0xffffu) & (s[1].len == pc.len));
+#else
       const uint64_t m0 = 0 - static_cast<uint64_t>(((s[0].w0 ^ pc.w0) | (s[0].w1 ^ pc.w1) | (s[0].len ^ pc.len)) == 0);
       const uint64_t m1 = 0 - static_cast<uint64_t>(((s[1].w0 ^ pc.w0) | (s[1].w1 ^ pc.w1) | (s[1].len ^ pc.len)) == 0);
+#endif
       const uint64_t mf = 0 - static_cast<uint64_t>(s[1].len == kFreeLen);  // the probe ends here
       const uintptr_t r = (reinterpret_cast<uintptr_t>(s) & m0) | (reinterpret_cast<uintptr_t>(s + 1) & m1) |
                           (reinterpret_cast<uintptr_t>(&kNullSlot) & mf & ~(m0 | m1));
@@ -389,11 +401,10 @@ class TokenEngine {
     const VSlot* v;     // the piece's vocabulary slot (kNullSlot if it is no token)
     uint64_t k1;        // passes 2-3: key of the transition (depth-1 state of the previous
                         // piece's token, this token) while it may exist, else 0
-    const GSlot* e1;    // the transition (depth-1 state of the previous piece's token, this token),
-                        // nullptr if there is none
-    uint64_t key2;      // the key (depth-2 state that e1 of the previous piece leads to, this token),
-                        // 0 if not worked out
-    const GSlot* e2;    // the transition of key2, nullptr if there is none
+    const GSlot* e1;    // pass 4, where k1 != 0: the transition of k1, nullptr if there is none
+    uint64_t key2;      // pass 4: the key (depth-2 state that e1 of the previous piece leads to,
+                        // this token), if worked out; may be left over from an earlier batch
+    const GSlot* e2;    // passes 4-6: the transition of key2, nullptr if there is none
   };
 
   // Feeds one piece to the automaton and writes the ids of the entries that end here at `o`
@@ -411,6 +422,8 @@ class TokenEngine {
       for (;;) {
         if (c.has_children) {
           const uint64_t key = gkey(c.s, t);
+          // Pass 6 looked this transition up when it is the one worked out ahead (a pair left
+          // over from an earlier batch is still a key with its own transition).
           const GSlot* g = key == a.key2 ? a.e2 : find_edge(key);
           if (g != nullptr) {
             const State& st = states_[static_cast<size_t>(g->next)];
@@ -435,14 +448,15 @@ class TokenEngine {
     // (the failure chain of a state that ends with a token reaches that token's depth-1 state
     // before the root), so the one transition it can take is a.e1; a.e1 is nullptr after the
     // root, since the previous piece then was no token.
-    if (a.e1 != nullptr && c.s != 0) {  // to a depth-2 state; its failure state (this piece's depth-1) outputs out1
-      const uint32_t info = a.e1->info;
+    const GSlot* const e1 = a.k1 != 0 ? a.e1 : nullptr;
+    if (e1 != nullptr && c.s != 0) {  // to a depth-2 state; its failure state (this piece's depth-1) outputs out1
+      const uint32_t info = e1->info;
       const int32_t x = static_cast<int32_t>(info & 0x7fffffffu) - 1;
       *o = x;
       o += x >= 0;
       *o = v->out1;
       o += v->out1 >= 0;
-      c.s = a.e1->next;
+      c.s = e1->next;
       c.has_children = (info >> 31) != 0;
       c.depth2 = true;
       return o;
@@ -478,8 +492,9 @@ class TokenEngine {
   // Per-worker scratch memory of match_rows (about 300 KB), reused across calls.
   struct Scratch {
     std::unique_ptr<Piece[]> pieces{new Piece[kMaxPieces]};
-    std::unique_ptr<Ahead[]> ahead{new Ahead[kMaxPieces]};
-    std::unique_ptr<uint8_t[]> linked{new uint8_t[kMaxPieces]};  // the piece has a previous piece in its row
+    // Zeroed once: (key2, e2) of every piece is then always a consistent pair, even when left
+    // over from an earlier batch (see step).
+    std::unique_ptr<Ahead[]> ahead{new Ahead[kMaxPieces]()};
     std::unique_ptr<uint32_t[]> cand{new uint32_t[kMaxPieces]};
     std::unique_ptr<uint32_t[]> cand2{new uint32_t[kMaxPieces]};
     uint32_t row_end[kBatchRows];  // end of each row's pieces
@@ -527,7 +542,6 @@ class TokenEngine {
   FC_NOINLINE void pass_lookup(Scratch& b) const {
     const Piece* const pieces = b.pieces.get();
     Ahead* const ahead = b.ahead.get();
-    uint8_t* const linked = b.linked.get();
     uint32_t* const cand = b.cand.get();
     const uint64_t* const filter = filter_.data();
     const uint32_t fshift = fshift_;
@@ -535,7 +549,6 @@ class TokenEngine {
     size_t j = 0;
     for (size_t r = 0; r < b.n_rows; ++r) {
       int32_t prev1 = 0;  // depth-1 state of the previous piece when it has children, else 0
-      const size_t first = j;
       for (const size_t e = b.row_end[r]; j < e; ++j) {
         const VSlot* v = lookup_piece<CI>(pieces[j]);
         const int32_t t = v->tok;
@@ -543,10 +556,7 @@ class TokenEngine {
         const uint64_t key = gkey(prev1, t) & cand_mask;
         Ahead& a = ahead[j];
         a.v = v;
-        a.k1 = key;
-        a.e1 = nullptr;
-        a.key2 = 0;
-        linked[j] = j != first;
+        a.k1 = key;  // e1 is only read where k1 != 0, and written by pass 4 there
         FC_PREFETCH(filter + ((filter_hash(key) >> fshift) & cand_mask));
         cand[nc] = static_cast<uint32_t>(j);
         nc += cand_mask & 1;
@@ -577,16 +587,17 @@ class TokenEngine {
   // Pass 4.
   FC_NOINLINE void pass_edges(Scratch& b) const {
     Ahead* const ahead = b.ahead.get();
-    const uint8_t* const linked = b.linked.get();
     const uint32_t* const cand = b.cand.get();
     uint32_t* const cand2 = b.cand2.get();
     size_t n2 = 0;
+    size_t r = 0;  // the row of piece j (candidates come in increasing order)
     for (size_t c = 0; c < b.n_cand; ++c) {
       const size_t j = cand[c];
       if (ahead[j].k1 == 0) continue;
       const GSlot* g = probe_edge(ahead[j].k1);
       ahead[j].e1 = g;
-      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.n_pieces || !linked[j + 1] || ahead[j + 1].v->tok < 0) continue;
+      while (b.row_end[r] <= j) ++r;
+      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.row_end[r] || ahead[j + 1].v->tok < 0) continue;
       const uint64_t key = gkey(g->next, ahead[j + 1].v->tok);
       ahead[j + 1].key2 = key;
       ahead[j + 1].e2 = nullptr;  // unless pass 6 finds it
@@ -647,7 +658,8 @@ class TokenEngine {
     int32_t prev1 = 0;
     scan_pieces(p, n, rend, [&](const uint8_t* s, size_t len) {
       const VSlot* v = lookup_piece<CI>(make_piece<CI>(s, len, rend));
-      const Ahead a{v, 0, v->tok >= 0 && prev1 != 0 ? find_edge(gkey(prev1, v->tok)) : nullptr, 0, nullptr};
+      const GSlot* e1 = v->tok >= 0 && prev1 != 0 ? find_edge(gkey(prev1, v->tok)) : nullptr;
+      const Ahead a{v, e1 != nullptr ? e1->key : 0, e1, 0, nullptr};
       prev1 = v->nchild1 != 0 ? v->tok + 1 : 0;
       ids.commit(step(a, c, ids.room(max_out_)));
     });
