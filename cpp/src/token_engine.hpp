@@ -431,7 +431,12 @@ class TokenEngine {
             c.has_children = st.nchild != 0;
             c.depth2 = false;
             if (st.out >= 0) *o++ = st.out;
-            for (int32_t d = st.dict; d >= 0; d = states_[static_cast<size_t>(d)].dict) *o++ = states_[static_cast<size_t>(d)].out;
+            // The output chain (proper suffixes that are entries, deepest first). Its last link
+            // can be the depth-1 state of this piece, whose output v already holds: the state
+            // array (random reads, in a dependent chain) is read for the deeper links only.
+            int32_t d = st.dict;
+            for (; d > n_tok_; d = states_[static_cast<size_t>(d)].dict) *o++ = states_[static_cast<size_t>(d)].out;
+            if (d >= 0) *o++ = v->out1;  // d == t + 1
             return o;
           }
         }
