@@ -1,6 +1,7 @@
 #include "fastcurate/matcher.hpp"
 
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "byte_engine.hpp"
@@ -101,11 +102,13 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
   };
   const int n_workers = worker_count(n_blocks, threads);
   std::vector<Worker> workers(static_cast<size_t>(n_workers));
-  for (Worker& w : workers) {
+  for (size_t wi = 0; wi < workers.size(); ++wi) {
     // Address space only: pages are touched as ids are written. 24 ids per row covers dense
-    // captions against a large metadata; beyond that the buffer grows by doubling.
-    w.ids.reserve(static_cast<size_t>(total_rows / n_workers + kBlockRows) * 24);
-    w.ends.reserve(static_cast<size_t>(total_rows / n_workers + kBlockRows) * 5 / 4);
+    // captions against a large metadata; beyond that a buffer grows by doubling. Worker 0's
+    // buffers become the result (see below), so they are reserved for all rows.
+    const size_t rows = static_cast<size_t>(wi == 0 ? total_rows : total_rows / n_workers + kBlockRows);
+    workers[wi].ids.reserve(rows * 24);
+    workers[wi].ends.reserve(wi == 0 ? rows + 1 : rows * 5 / 4);
   }
   std::vector<Where> where(blocks.size());
   parallel_for_blocks_indexed(n_blocks, n_workers, cancel, [&](int64_t bi, int wi) {
@@ -137,39 +140,45 @@ MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, c
       }
     }
     at.ids_end = w.ids.size();
-  });
-  MatchResult r;
-  if (n_workers == 1) {
-    // One worker took every block in order: its buffers are the result, without a copy (the
-    // first touch of a new result's pages would cost as much again as writing the buffers).
-    r.ids = workers[0].ids.take();
-    r.offsets = std::move(workers[0].ends);
-    return r;
-  }
-  // The merge: block positions in the result by prefix sums, then every block copied in place,
-  // in parallel too (the copy and the first touch of the result's pages are not negligible next
-  // to matching, and serial work here would cap the gain from more threads).
+  }, /*front_back=*/true);
+  // Worker 0 took blocks 0, 1, 2, ... in order (front_back): its buffers hold the result's
+  // prefix and become the result, so only the other workers' blocks are copied (in parallel,
+  // placed by prefix sums), into the address space reserved after it. With one worker nothing is
+  // copied. (Copying everything into a new result cost, here, as much again as writing the
+  // buffers: the first touch of fresh pages is not cheap.)
+  size_t prefix = 0;  // blocks [0, prefix) are worker 0's
+  while (prefix < blocks.size() && where[prefix].worker == 0) ++prefix;
   std::vector<int64_t> ids_at(blocks.size() + 1, 0);
+  std::vector<int64_t> rows_at(blocks.size() + 1, 0);
   for (size_t bi = 0; bi < blocks.size(); ++bi) {
     ids_at[bi + 1] = ids_at[bi] + static_cast<int64_t>(where[bi].ids_end - where[bi].ids_begin);
+    rows_at[bi + 1] = rows_at[bi] + (blocks[bi].end - blocks[bi].begin);
   }
-  std::vector<int64_t> rows_at(blocks.size() + 1, 0);
-  for (size_t bi = 0; bi < blocks.size(); ++bi) rows_at[bi + 1] = rows_at[bi] + (blocks[bi].end - blocks[bi].begin);
-  r.offsets.resize(static_cast<size_t>(total_rows) + 1);
-  r.ids.resize(static_cast<size_t>(ids_at.back()));
-  r.offsets[0] = 0;
-  parallel_for_blocks(n_blocks, n_workers, nullptr, [&](int64_t bi) {
-    const Where& at = where[static_cast<size_t>(bi)];
+  Worker& w0 = workers[0];
+  if (w0.ids.size() != static_cast<size_t>(ids_at[prefix]) || w0.ends.size() != static_cast<size_t>(rows_at[prefix]) + 1) {
+    throw std::logic_error("matcher: worker 0 holds more than the result's prefix");  // cannot happen
+  }
+  int32_t* ids = w0.ids.room(static_cast<size_t>(ids_at.back() - ids_at[prefix])) - ids_at[prefix];
+  w0.ends.resize(static_cast<size_t>(total_rows) + 1);  // uninitialised: filled below
+  int64_t* offsets = w0.ends.data();
+  const int64_t n_rest = n_blocks - static_cast<int64_t>(prefix);
+  parallel_for_blocks(n_rest, n_workers, nullptr, [&](int64_t k) {
+    const size_t bi = prefix + static_cast<size_t>(k);
+    const Where& at = where[bi];
     const Worker& w = workers[static_cast<size_t>(at.worker)];
-    const int64_t base = ids_at[static_cast<size_t>(bi)];
+    const int64_t base = ids_at[bi];
     const size_t n = at.ids_end - at.ids_begin;
-    if (n != 0) std::memcpy(r.ids.data() + base, w.ids.data() + at.ids_begin, n * sizeof(int32_t));
-    const int64_t rows = rows_at[static_cast<size_t>(bi) + 1] - rows_at[static_cast<size_t>(bi)];
-    int64_t* off = r.offsets.data() + rows_at[static_cast<size_t>(bi)] + 1;
+    if (n != 0) std::memcpy(ids + base, w.ids.data() + at.ids_begin, n * sizeof(int32_t));
+    const int64_t rows = rows_at[bi + 1] - rows_at[bi];
+    int64_t* off = offsets + rows_at[bi] + 1;
     const int64_t* e = w.ends.data() + at.ends_begin;
     const int64_t shift = base - static_cast<int64_t>(at.ids_begin);
-    for (int64_t k = 0; k < rows; ++k) off[k] = e[k] + shift;
+    for (int64_t r = 0; r < rows; ++r) off[r] = e[r] + shift;
   });
+  w0.ids.commit(ids + ids_at.back());
+  MatchResult r;
+  r.ids = w0.ids.take();
+  r.offsets = std::move(w0.ends);
   return r;
 }
 

@@ -191,10 +191,11 @@ class TokenEngine {
   // One vocabulary slot: 32 bytes, so that the common case (a piece of at most 16 bytes that
   // leads from the root to a one-piece state) is answered by this one cache line, with no access
   // to the arena, the state array or the transition table. The empty piece is a token like any
-  // other (all its bytes and its length are 0); a free slot has tok = -1.
-  // The table is hashed by buckets of two slots, one 64-byte line (prefetched as one), filled
-  // slot 0 first; a full bucket overflows to the next. A piece that is no token gets kNullSlot,
-  // whose token -1 leads to the root (so the automaton needs no branch for it).
+  // other (all its bytes and its length are 0); a free slot has tok = -1 and length kFreeLen,
+  // which no piece has. The table is hashed by buckets of two slots, one 64-byte line
+  // (prefetched as one), filled slot 0 first; a full bucket overflows to the next. A piece that
+  // is no token gets kNullSlot, whose token -1 leads to the root (so the automaton needs no
+  // branch for it).
   struct alignas(32) VSlot {
     uint64_t w0;      // bytes 0..7 of the piece, zero-padded (folded if ci)
     uint64_t w1;      // bytes 8..15

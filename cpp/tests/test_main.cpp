@@ -177,7 +177,8 @@ static void test_random() {
   }
 }
 
-// The batched pipeline: rows across the limits of a batch (pieces, rows), of a 2048-row block,
+// The batched pipeline: rows across the limits of a batch (pieces, rows), of 2048-row blocks
+// taken by 1-4 workers (the first from the front, the others from the back),
 // rows longer than the batch takes (matched alone), and an Arrow buffer where the 16-byte tail
 // loads read past a row into the next one. Every row against the naive reference.
 static void test_batches() {
@@ -186,11 +187,11 @@ static void test_batches() {
                                             "longword-0123456789abcdef", "longword-0123456789abcdef a"};
   const std::string words[] = {"a", "b", "c", ",", ".", " ", "  ", "x", "longword-0123456789abcdef", "\t", "yy"};
   std::vector<std::string> texts;
-  for (int i = 0; i < 3000; ++i) {
+  for (int i = 0; i < 9000; ++i) {  // 5 blocks of 2048 rows: workers meet somewhere inside
     std::string t;
     // Mostly short rows; some of hundreds of pieces (past a batch), some past the long-row limit
     // (2048 bytes), some right at it.
-    const int kind = static_cast<int>(rng() % 50);
+    const int kind = static_cast<int>(rng() % 150);
     size_t target = kind == 0 ? 6000 : kind == 1 ? 1500 : kind == 2 ? 2048 : kind == 3 ? 2049 : rng() % 60;
     while (t.size() < target) {
       t += words[rng() % (sizeof(words) / sizeof(words[0]))];
@@ -206,7 +207,7 @@ static void test_batches() {
     Matcher m(ev, opt);
     std::vector<std::vector<int>> want;
     for (const auto& t : texts) want.push_back(naive::metaclip(entries, t, cs));
-    for (int threads : {1, 2}) {
+    for (int threads : {1, 2, 3, 4}) {
       CHECK(run(m, texts, threads) == want);
       ++g_checks;
     }

@@ -33,11 +33,17 @@ inline int worker_count(int64_t n_blocks, int threads) {
 // Calls fn(block, worker) for every block in [0, n_blocks) on worker_count(n_blocks, threads)
 // threads (threads = 0: all cores); worker is the caller's index in [0, worker_count), so that
 // each worker can own scratch memory and output buffers reused across its blocks.
+// front_back: worker 0 takes blocks 0, 1, 2, ... in order and the others take blocks from the
+// end (n-1, n-2, ...) until they meet, so that worker 0's output is the result's prefix in
+// order (the caller can then keep it in place instead of copying it).
 template <class Fn>
-void parallel_for_blocks_indexed(int64_t n_blocks, int threads, const CancelToken* cancel, Fn&& fn) {
+void parallel_for_blocks_indexed(int64_t n_blocks, int threads, const CancelToken* cancel, Fn&& fn,
+                                 bool front_back = false) {
   if (n_blocks <= 0) return;
   const int n_threads = worker_count(n_blocks, threads);
-  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> next{0};   // blocks claimed so far
+  std::atomic<int64_t> back{0};   // front_back: blocks claimed from the end
+  int64_t front = 0;              // front_back: blocks claimed by worker 0 (only it touches this)
   std::atomic<bool> failed{false};
   std::exception_ptr first_error;
   std::mutex error_mutex;
@@ -46,8 +52,11 @@ void parallel_for_blocks_indexed(int64_t n_blocks, int threads, const CancelToke
     for (;;) {
       if (failed.load(std::memory_order_relaxed)) return;
       if (cancel != nullptr && cancel->is_cancelled()) return;
-      const int64_t b = next.fetch_add(1, std::memory_order_relaxed);
+      // A claim is valid while fewer than n_blocks were claimed in all; with front_back, the
+      // front claims are 0..F-1 and the back claims n-1..n-B with F + B <= n: disjoint.
+      int64_t b = next.fetch_add(1, std::memory_order_relaxed);
       if (b >= n_blocks) return;
+      if (front_back) b = index == 0 ? front++ : n_blocks - 1 - back.fetch_add(1, std::memory_order_relaxed);
       try {
         fn(b, index);
       } catch (...) {
