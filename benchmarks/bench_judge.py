@@ -77,9 +77,15 @@ def rss_mb() -> float:
 
 # -- offline ----------------------------------------------------------------------------------------
 
+def _lower(s: str) -> str:
+    # Unicode simple case mapping, one code point to one (as Arrow's utf8_lower): "İ" -> "i", where
+    # Python's str.lower gives "i" + U+0307
+    return "".join(ch.lower()[0] for ch in s)
+
+
 def _norm(s: str) -> str:
     out, prev = [], False
-    for ch in s.lower():
+    for ch in _lower(s):
         if unicodedata.category(ch).startswith("N"):
             if not prev:
                 out.append("0")
@@ -92,7 +98,7 @@ def _norm(s: str) -> str:
 
 def _words(s: str):
     w, cur = [], []
-    for ch in s.lower():
+    for ch in _lower(s):
         if unicodedata.category(ch)[0] in "LN":
             cur.append(ch)
         elif cur:

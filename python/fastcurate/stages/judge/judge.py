@@ -120,7 +120,7 @@ def _cluster_ids(recs: Sequence[ClusterRecord]) -> pa.Array:
         raise InputTypeError(f"cluster ids must be all integers or all strings: {e}") from None
     if arr.null_count:
         raise InputError(f"cluster ids must not be null (record {ids.index(None)})")
-    if pa.types.is_integer(arr.type):
+    if pa.types.is_integer(arr.type) or pa.types.is_null(arr.type):  # null type: no clusters at all
         arr = arr.cast(pa.int64())
     seen = pc.count_distinct(arr).as_py()
     if seen != len(arr):

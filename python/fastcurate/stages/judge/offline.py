@@ -240,18 +240,23 @@ def _cohesion_parts(emb: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 16) 
         c1 = int(np.searchsorted(offsets, offsets[c0] + chunk, side="right")) - 1
         c1 = min(max(c1, c0 + 1), C)
         a, b = int(offsets[c0]), int(offsets[c1])
-        e = np.asarray(emb[a:b], dtype=np.float32)
+        e = np.array(emb[a:b], dtype=np.float32)  # a copy: it is normalised in place below
         if not np.isfinite(e).all():
             bad = a + int(np.argwhere(~np.isfinite(e))[0][0])
             cl = int(np.searchsorted(offsets, bad, side="right")) - 1
             raise InputError(f"embeddings hold NaN or infinity (sample {bad - int(offsets[cl])} of cluster {cl})")
         nrm = np.sqrt(np.einsum("ij,ij->i", e, e))
         ok = nrm > 0
-        u = e / np.where(ok, nrm, 1.0)[:, None]
-        u[~ok] = 0.0
+        e *= (1.0 / np.where(ok, nrm, 1.0)).astype(np.float32)[:, None]  # unit rows; zero rows stay zero
         off = offsets[c0:c1 + 1] - a
-        S[c0:c1] = _segment_sum(u, off)
-        k[c0:c1] = _segment_sum(ok.astype(np.int64), off)
+        sizes = np.diff(off)
+        if sizes.min() == sizes.max():  # clusters of one size (the usual case): a reshape, no reduceat
+            n0 = int(sizes[0])
+            S[c0:c1] = e.reshape(c1 - c0, n0, d).sum(axis=1)
+            k[c0:c1] = ok.reshape(c1 - c0, n0).sum(axis=1)
+        else:
+            S[c0:c1] = _segment_sum(e, off)
+            k[c0:c1] = _segment_sum(ok.astype(np.int64), off)
         c0 = c1
     sq = np.einsum("ij,ij->i", S, S)
     return S, k, sq
@@ -401,12 +406,8 @@ class OfflineJudge:
         m = _default_matcher(self.metadata).match(clean)
         cnt = m.counts()
         ecid = np.repeat(cid, cnt)
-        if len(m.ids):
-            E = int(m.ids.max()) + 1
-            u = np.unique(ecid * E + m.ids.astype(np.int64))  # distinct (cluster, entry) pairs
-            ent = np.bincount(u // E, minlength=C).astype(np.float64)
-        else:
-            ent = np.zeros(C)
+        E = int(m.ids.max()) + 1 if len(m.ids) else 1
+        ent = _distinct_keys_per_cluster(ecid * E + m.ids.astype(np.int64), E, C)  # distinct (cluster, entry)
         out["entries"] = ent
         out["entries_per_caption"] = ent / safe_n
         out["matched_share"] = np.bincount(cid[cnt > 0], minlength=C) / safe_n
@@ -564,8 +565,19 @@ def _distinct_per_cluster(values: Union[pa.Array, pa.ChunkedArray], cid: np.ndar
         enc = enc.combine_chunks()
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     V = int(len(enc.dictionary)) + 1
-    u = np.unique(cid * V + codes)
-    return np.bincount(u // V, minlength=C).astype(np.float64)
+    return _distinct_keys_per_cluster(cid * V + codes, V, C)
+
+
+def _distinct_keys_per_cluster(keys: np.ndarray, V: int, C: int) -> np.ndarray:
+    """Distinct keys ``cluster * V + value`` per cluster: sort, keep the first of each run, count by
+    cluster (a sort is several times faster than numpy's hash-based unique here)."""
+    if len(keys) == 0:
+        return np.zeros(C)
+    k = np.sort(keys)
+    first = np.empty(len(k), dtype=bool)
+    first[0] = True
+    np.not_equal(k[1:], k[:-1], out=first[1:])
+    return np.bincount(k[first] // V, minlength=C).astype(np.float64)
 
 
 _DEFAULT_LOCK = threading.Lock()
