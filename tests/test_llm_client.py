@@ -281,3 +281,19 @@ def test_kill_9_mid_run_then_resume_sends_no_answered_request_again(tmp_path):
         assert all(s.counts[p] == 1 for p in answered)
         dup = s.duplicates()
         assert set(dup) <= set(sent_first) - answered and len(dup) <= 2
+
+
+def test_structured_auto_falls_back_to_no_schema():
+    """A server that takes no response format at all: the run goes on unconstrained (the parser
+    then reads the template's lines), after one probe per form."""
+    def b(req, n):
+        if "response_format" in req:
+            return Reply(400, {"error": {"message": f"unsupported response_format {req['response_format']['type']}"}})
+        return Reply(body=completion("Reason: varied\nClassification: High Value"))
+
+    with FakeLLMServer(b) as s:
+        c = client(s.base_url, concurrency=3)
+        res = c.chat([f"p{i}" for i in range(5)], schema=ANSWER_SCHEMA)
+    assert all(r.ok and r.structured is None for r in res)
+    assert sum(1 for r in s.requests if "response_format" in r) == 2  # one probe per refused form
+    assert len(s.requests) == 2 + 5

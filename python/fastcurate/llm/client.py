@@ -325,7 +325,7 @@ class LLMClient:
         if schema is None or self.structured == "off":
             forms: Tuple[Optional[str], ...] = (None,)
         elif self.structured == "auto" and self._structured_form is None:
-            forms = ("json_schema", "json_object")
+            forms = ("json_schema", "json_object", "off")  # "off": the server takes no schema at all
         else:
             forms = (self._structured_form,)
         # the key of each prompt under each form the run may use; a cached answer under any of them counts
@@ -336,8 +336,8 @@ class LLMClient:
             msgs = self.messages_for(p, system)
             opts = []
             for f in forms:
-                rf = self.response_format(schema, schema_name, f) if f else None
-                opts.append((self.key_for(msgs, rf), rf, f))
+                rf = self.response_format(schema, schema_name, f) if f and f != "off" else None
+                opts.append((self.key_for(msgs, rf), rf, None if f == "off" else f))
             keyed.append(opts)
         hits: Dict[str, CachedResponse] = {}
         if self.cache is not None:
@@ -454,12 +454,12 @@ class LLMClient:
             if results[item[1][0]] is None:
                 deliver(item, ChatResult(key=item[0], error="not sent: the run stopped after a fatal error"))
         if fatal:
-            e = fatal[0]
+            fe = fatal[0]
             answered = sum(1 for r in results if r is not None and r.text is not None)
             where = f"; the {answered} answers received are cached in {self.cache.path}, rerun to resume" if self.cache \
                 else "; no cache was given, so nothing is kept"
-            msg = f"{e}{where} ({answered} of {len(results)} prompts answered)"
-            if e.kind == "unavailable":
+            msg = f"{fe}{where} ({answered} of {len(results)} prompts answered)"
+            if fe.kind == "unavailable":
                 raise LLMUnavailableError(msg)
             raise LLMRequestError(msg)
 
@@ -482,7 +482,8 @@ class LLMClient:
         form_i = 0
         with self._form_lock:
             if self._structured_form is not None and schema is not None:
-                form_i = next((j for j, o in enumerate(opts) if o[2] == self._structured_form), 0)
+                want = None if self._structured_form == "off" else self._structured_form
+                form_i = next((j for j, o in enumerate(opts) if o[2] == want), 0)
         while True:
             key_f, rf, form = opts[form_i]
             if not self.budget.take():
@@ -525,9 +526,9 @@ class LLMClient:
             except _Garbage as e:
                 err = e
             if err is None:
-                if rf is not None and self._structured_form is None:
+                if schema is not None and self._structured_form is None:
                     with self._form_lock:
-                        self._structured_form = form
+                        self._structured_form = form or "off"  # remembered for the rest of the run
                 lat = (time.perf_counter() - t0) * 1e3
                 res = ChatResult(key=key_f, text=text, attempts=attempts, latency_ms=lat, prompt_tokens=ptok,
                                  completion_tokens=ctok, finish_reason=finish, model=served, structured=form)

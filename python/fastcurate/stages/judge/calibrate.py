@@ -120,7 +120,7 @@ def build_labelled_clusters(
     for i in pool:
         by_source.setdefault(sources[i], []).append(i)
     fnames = url_file_names([urls[i] for i in pool])
-    full_urls = [urls[i] for i in pool if urls[i]]
+    full_urls: List[str] = [str(urls[i]) for i in pool if urls[i]]
     out: List[LabelledCluster] = []
 
     def size(j: int) -> int:
@@ -138,7 +138,7 @@ def build_labelled_clusters(
         out.append(LabelledCluster([captions[i] for i in ids], ids, HIGH, "varied_source"))
         k = rng.randint(1, max(1, n // 5))  # up to 20 %
         ids = real(n - k)
-        junk = [rng.choice(fnames) if rng.random() < 0.7 else rng.choice(full_urls) for _ in range(k)]
+        junk: List[str] = [rng.choice(fnames) if rng.random() < 0.7 else rng.choice(full_urls) for _ in range(k)]
         caps = [captions[i] for i in ids] + junk
         out.append(LabelledCluster(caps, ids + [-1] * k, HIGH, "varied_some_junk"))
 
@@ -185,7 +185,8 @@ def _kmeans(X: np.ndarray, k: int, seed: int, iters: int = 20) -> Tuple[np.ndarr
         km = faiss.Kmeans(X.shape[1], k, niter=iters, seed=seed, spherical=True, verbose=False)
         km.train(X)
         _, a = km.index.search(X, 1)
-        cent = km.centroids / np.maximum(np.linalg.norm(km.centroids, axis=1, keepdims=True), 1e-12)
+        c0 = np.asarray(km.centroids, dtype=np.float32)
+        cent = c0 / np.maximum(np.linalg.norm(c0, axis=1, keepdims=True), 1e-12)
         return a[:, 0], cent
     except ImportError:
         rs = np.random.default_rng(seed)
