@@ -227,7 +227,7 @@ def real_clusters(n, seed, with_furthest):
 def _client(url, model, **kw):
     from fastcurate.llm import LLMClient
 
-    kw.setdefault("max_tokens", 128)
+    kw.setdefault("max_tokens", 384)
     kw.setdefault("timeout", 300)
     return LLMClient(model, url, **kw)
 
@@ -238,7 +238,7 @@ KILL_CHILD = textwrap.dedent("""
     from fastcurate.llm import LLMClient
     from fastcurate.stages.judge import OpenAIBackend, judge_clusters
     recs = pickle.loads(bytes.fromhex({recs!r}))
-    c = LLMClient({model!r}, {urls!r}, cache={cache!r}, concurrency={conc}, timeout=300, max_tokens=128,
+    c = LLMClient({model!r}, {urls!r}, cache={cache!r}, concurrency={conc}, timeout=300, max_tokens=384,
                   structured="json_object")
     judge_clusters(recs, OpenAIBackend(c))
 """)

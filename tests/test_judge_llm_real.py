@@ -67,7 +67,7 @@ def _clusters(n_extra: int = 0):
 
 
 def _client(url, **kw):
-    kw.setdefault("max_tokens", 96)
+    kw.setdefault("max_tokens", 384)
     kw.setdefault("timeout", 120)
     kw.setdefault("backoff", 0.1)
     return LLMClient(kw.pop("model", "SmolLM2-135M-Instruct.Q4_1"), url, **kw)
@@ -99,7 +99,7 @@ def test_structured_output_parses_every_time(server, tmp_path):
 @needs_server
 @pytest.mark.slow
 def test_grammar_constrained_answers_direct(server):
-    c = _client(server.base_url, model=server.model, structured="json_object", max_tokens=200)
+    c = _client(server.base_url, model=server.model, structured="json_object")
     res = c.chat(["Answer about a cluster of photos of cats.", "Say anything at all."], schema=ANSWER_SCHEMA)
     for r in res:
         obj = json.loads(r.text)
@@ -189,3 +189,41 @@ def test_missing_or_bad_model_file(tmp_path):
         LlamaServer(bad).start()
     with pytest.raises(ModelError, match="not a file"):
         LlamaServer(tmp_path).start()
+
+
+@needs_server
+@pytest.mark.slow
+def test_replicas_start_answer_and_stop(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    with LlamaServer(_gguf(), replicas=2, n_threads=1, log_dir=tmp_path) as s:
+        assert len(set(s.ports)) == 2 and len(s.base_urls) == 2
+        for u in s.base_urls:
+            with urllib.request.urlopen(u + "/models", timeout=10) as r:
+                assert s.model in r.read().decode()
+        pids = s.pids
+    for pid in pids:  # stopped and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # a caller killed with SIGKILL leaves no orphaned server (PR_SET_PDEATHSIG)
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from fastcurate.llm import LlamaServer\n"
+            "s = LlamaServer(%r).start(); print(s.pids[0], flush=True); time.sleep(120)") % (
+        str(__import__("pathlib").Path(__file__).resolve().parents[1] / "python"), str(_gguf()))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    child = int(p.stdout.readline())
+    p.kill()
+    p.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the server outlived the process that started it")

@@ -202,7 +202,7 @@ class LLMClient:
         backoff_max: float = 30.0,
         request_budget: Union[None, int, RequestBudget] = None,
         temperature: float = 0.0,
-        max_tokens: int = 256,
+        max_tokens: int = 384,
         top_p: Optional[float] = None,
         seed: Optional[int] = None,
         cache: Union[None, str, "os.PathLike[str]", ResponseCache] = None,

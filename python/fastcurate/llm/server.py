@@ -2,7 +2,9 @@
 
 :class:`LlamaServer` runs ``python -m llama_cpp.server --model X.gguf --host 127.0.0.1 --port N`` on a
 free port, waits until ``GET /v1/models`` answers, and stops it cleanly (SIGTERM, then SIGKILL after a
-grace period) when the ``with`` block ends, the object is garbage-collected or the interpreter exits.
+grace period) when the ``with`` block ends, the object is garbage-collected or the interpreter exits;
+on Linux a server also gets SIGTERM when the thread that started it dies (even by SIGKILL), so a
+crashed caller leaves no orphan. Start it from a thread that outlives it (the main thread).
 
 Why replicas: llama-cpp-python's server answers one request at a time (it holds a lock around its
 one model; it has no ``--n_parallel`` / continuous batching, unlike llama.cpp's C++ ``llama-server``).
@@ -66,6 +68,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL, so a
+    # crashed caller leaves no orphaned server behind (prctl(PR_SET_PDEATHSIG, SIGTERM)).
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_gguf(path: Path) -> None:
@@ -197,7 +210,10 @@ class LlamaServer:
     def _cmd(self, port: int) -> List[str]:
         return [self.python, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", self.host,
                 "--port", str(port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
-                "--n_threads_batch", str(self.n_threads), "--model_alias", self.model, *self.extra_args]
+                "--n_threads_batch", str(self.n_threads), "--model_alias", self.model,
+                # the server's default keeps the logits of every prompt position: n_ctx x vocab floats
+                # (400 MB for SmolLM2 at n_ctx 2048) that chat completions never read
+                "--logits_all", "false", *self.extra_args]
 
     def _start_one(self, i: int) -> None:
         assert self.log_dir is not None
@@ -207,7 +223,8 @@ class LlamaServer:
         env.setdefault("OMP_NUM_THREADS", str(self.n_threads))
         try:
             p = subprocess.Popen(self._cmd(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, start_new_session=True)
+                                 env=env, start_new_session=True,
+                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         finally:
             log.close()
         self.procs.append(p)

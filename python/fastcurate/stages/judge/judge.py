@@ -212,7 +212,10 @@ class OpenAIBackend:
                     rows[i] = {**base, "label": ERROR, "reason": r.error, "raw": None}
                     continue
                 parsed = parse_answer(r.text, structured=r.structured in ("json_schema", "json_object"))
-                rows[i] = {**base, "label": parsed.label, "reason": parsed.reason if parsed.ok else parsed.why,
+                why = parsed.why
+                if not parsed.ok and r.finish_reason == "length":
+                    why = f"the answer was cut at max_tokens ({why}); raise max_tokens"
+                rows[i] = {**base, "label": parsed.label, "reason": parsed.reason if parsed.ok else why,
                            "raw": r.text}
         return [r for r in rows if r is not None]
 

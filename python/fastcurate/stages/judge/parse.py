@@ -43,8 +43,10 @@ LABELS = (HIGH, LOW)
 UNPARSED = "unparsed"
 #: label of a cluster that got no answer at all (empty cluster, request refused, budget spent)
 ERROR = "error"
-#: the longest reason the JSON schema allows; it lets a grammar-constrained model close the string
-REASON_MAX_CHARS = 400
+#: the longest reason the JSON schema allows; it lets a grammar-constrained model close the string.
+#: The template's own reasons are 150-230 characters. Keep the request's max_tokens above this plus
+#: ~30 (a token is at least one character) so that the answer can never be cut short.
+REASON_MAX_CHARS = 300
 
 #: JSON schema of a structured answer: the reason first (the template asks for it first, so the
 #: model writes its reason before it commits to a label), then exactly one of the two labels.
