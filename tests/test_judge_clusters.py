@@ -63,6 +63,9 @@ def test_with_furthest_and_embeddings():
     t2 = judge_clusters(recs, b, with_furthest=True).table
     assert [f["n"] for f in t1.column("features").to_pylist()] == [3] * 3
     assert [f["n"] for f in t2.column("features").to_pylist()] == [6] * 3
+    recs[2].furthest_emb = recs[2].furthest_emb[:2]
+    with pytest.raises(InputError, match=r"cluster 2: furthest_emb has shape \(2, 8\), expected \(3, d\)"):
+        judge_clusters(recs, b, with_furthest=True)
     recs[1].closest_emb = None
     with pytest.raises(InputError, match="cluster 1 has no embeddings"):
         judge_clusters(recs, b)

@@ -152,9 +152,16 @@ class OfflineBackend:
                                  f"cluster or for none (then captions are embedded with MiniLM)")
             embs = []
             for r, c in zip(recs, closest):
-                e = [np.asarray(r.closest_emb)[: len(c)]]
+                parts = [("closest", np.asarray(r.closest_emb), len(c), len(r.closest))]
                 if furthest is not None and r.furthest:
-                    e.append(np.asarray(r.furthest_emb)[: min(len(r.furthest), n_samples)])
+                    parts.append(("furthest", np.asarray(r.furthest_emb), min(len(r.furthest), n_samples),
+                                  len(r.furthest)))
+                e = []
+                for side, arr, n_use, n_caps in parts:
+                    if arr.ndim != 2 or arr.shape[0] != n_caps:
+                        raise InputError(f"cluster {r.cluster!r}: {side}_emb has shape {arr.shape}, expected "
+                                         f"({n_caps}, d): one row per {side} caption")
+                    e.append(arr[:n_use])
                 embs.append(np.concatenate(e) if len(e) > 1 else e[0])
         t0 = time.perf_counter()
         t = self.judge.judge(closest, furthest, embs)
