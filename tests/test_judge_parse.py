@@ -75,7 +75,7 @@ def test_schema_allows_exactly_the_labels():
     assert ANSWER_SCHEMA["additionalProperties"] is False
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(max_size=400), st.booleans())
 def test_never_raises_never_invents(text, structured):
     p = parse_answer(text, structured=structured)

@@ -135,7 +135,7 @@ def test_prompt_sha256():
     assert prompt_sha256(p) == hashlib.sha256(p.encode()).hexdigest()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(max_size=300)), min_size=1, max_size=8),
        st.one_of(st.none(), st.lists(st.text(max_size=50), max_size=8)), st.integers(1, 6), st.integers(1, 250))
 def test_render_property(closest, furthest, n, max_chars):

@@ -389,15 +389,20 @@ class OfflineJudge:
         kind = np.where(kind_counts.max(axis=1) > 0, np.array(names, dtype=object)[kind_counts.argmax(axis=1)], "")
 
         low = pc.utf8_lower(clean)
-        norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(
-            pc.replace_substring_regex(low, r"\p{N}+", "0"), r"[^\p{L}0]+", " "))
+        # words: maximal runs of letters and digits (a separator run at either end leaves one "")
+        words = pc.split_pattern_regex(low, r"[^\p{L}\p{N}]+")
+        wflat_all = pc.list_flatten(words)
+        # the duplicate key: the words with each digit run as "0", joined by one space; equal to
+        # lower-casing, digit runs -> "0", every other non-letter run -> " ", trimmed (one regex pass
+        # over the words instead of two over the captions)
+        wdig = pc.replace_substring_regex(wflat_all, r"\p{N}+", "0")
+        joined = pc.binary_join(pa.ListArray.from_arrays(words.offsets, wdig), " ")
+        norm = pc.utf8_trim_whitespace(joined)
         out["dup_share"] = 1.0 - _distinct_per_cluster(norm, cid, C) / safe_n
 
-        words = pc.split_pattern_regex(low, r"[^\p{L}\p{N}]+")
-        wflat = pc.list_flatten(words)
         wpar = pc.list_parent_indices(words).to_numpy()
-        keep = pc.greater(pc.utf8_length(wflat), 0).to_numpy(zero_copy_only=False)
-        wflat = wflat.filter(pa.array(keep))
+        keep = pc.greater(pc.utf8_length(wflat_all), 0).to_numpy(zero_copy_only=False)
+        wflat = wflat_all.filter(pa.array(keep))
         wcid = cid[wpar[keep]]
         nwords = np.bincount(wcid, minlength=C).astype(np.float64)
         out["mean_words"] = nwords / safe_n
