@@ -256,13 +256,15 @@ def bench_llm(a) -> dict:
     res: dict = {"load_start": load(), "model": gguf.name, "cpus": os.cpu_count()}
     work = Path(tempfile.mkdtemp(prefix="bench-judge-"))
     recs = real_clusters(a.llm_clusters, seed=3, with_furthest=False)
-    configs = [("sequential", 1, 1), ("conc4_1server", 1, 4), ("conc4_2replicas", 2, 4), ("conc4_4replicas", 4, 4)]
+    # (name, server, concurrency); servers: "1x2" = 1 replica with 2 threads, "4x1" = 4 replicas of 1 thread
+    configs = [("sequential_1x1", "1x1", 1), ("conc4_1x1", "1x1", 4), ("conc4_2x1", "2x1", 4),
+               ("conc4_4x1", "4x1", 4), ("sequential_1x2", "1x2", 1)]
     servers = {}
     try:
-        servers[1] = LlamaServer(gguf, replicas=1).start()
-        servers[2] = LlamaServer(gguf, replicas=2, n_threads=1).start()
-        servers[4] = LlamaServer(gguf, replicas=4, n_threads=1).start()
-        model = servers[1].model
+        for key in ("1x1", "2x1", "4x1", "1x2"):
+            reps, thr = (int(x) for x in key.split("x"))
+            servers[key] = LlamaServer(gguf, replicas=reps, n_threads=thr).start()
+        model = servers["1x1"].model
         for s in servers.values():  # warm every replica's prompt-prefix cache
             c = _client(s.base_urls, model, concurrency=len(s.base_urls), structured="json_object")
             judge_clusters(real_clusters(len(s.base_urls), seed=99, with_furthest=False), OpenAIBackend(c))
@@ -270,8 +272,8 @@ def bench_llm(a) -> dict:
         times: dict = {name: [] for name, _, _ in configs}
         raw_by_config: dict = {}
         for r in range(a.rounds):
-            for name, reps, conc in configs:
-                c = _client(servers[reps].base_urls, model, concurrency=conc, structured="json_object")
+            for name, key, conc in configs:
+                c = _client(servers[key].base_urls, model, concurrency=conc, structured="json_object")
                 t0 = time.perf_counter()
                 out = judge_clusters(recs, OpenAIBackend(c))
                 dt = time.perf_counter() - t0
@@ -279,12 +281,12 @@ def bench_llm(a) -> dict:
                 times[name].append(dt)
                 raw_by_config.setdefault(name, out.table.column("label").to_pylist())
                 print(f"round {r} {name}: {len(recs) / dt:.3f} clusters/s (load {load()})", file=sys.stderr)
-        seq = statistics.median(times["sequential"])
+        seq = statistics.median(times["sequential_1x1"])
         res["throughput"] = {name: {"clusters_per_s": round(len(recs) / statistics.median(t), 3),
-                                    "speedup_vs_sequential": round(seq / statistics.median(t), 2),
-                                    "replicas": reps, "threads_per_replica": servers[reps].n_threads,
-                                    "concurrency": conc}
-                             for (name, reps, conc), t in zip(configs, times.values())}
+                                    "speedup_vs_sequential_1x1": round(seq / statistics.median(t), 2),
+                                    "replicas": servers[key].replicas, "threads_per_replica": servers[key].n_threads,
+                                    "concurrency": conc, "runs_s": [round(x, 1) for x in t]}
+                             for (name, key, conc), t in zip(configs, times.values())}
         res["throughput_clusters"] = len(recs)
         # temperature 0: every configuration gave the same verdicts
         res["same_verdicts_across_configs"] = len({tuple(v) for v in raw_by_config.values()}) == 1
@@ -293,7 +295,7 @@ def bench_llm(a) -> dict:
         recs_f = real_clusters(a.parse_clusters, seed=5, with_furthest=True)
         recs_f += [ClusterRecord(1000 + i, list(e.closest), list(e.furthest) if e.furthest is not None else [])
                    for i, e in enumerate(template_examples())]
-        urls4 = servers[4].base_urls
+        urls4 = servers["4x1"].base_urls
         c = _client(urls4, model, concurrency=4, structured="json_object")
         st = judge_clusters(recs_f, OpenAIBackend(c), with_furthest=True)
         c.close()

