@@ -118,7 +118,10 @@ class LlamaServer:
     Args:
         model_path: the ``.gguf`` file.
         replicas: independent server processes (see the module docstring).
-        n_threads: threads per replica (default: the CPU count divided by ``replicas``, at least 1).
+        n_threads: threads per replica (default 1). llama.cpp's threads meet at a barrier after every
+            operation and spin while they wait; on a shared or oversubscribed CPU a descheduled
+            thread stalls the others (2 threads were 10x slower than 1 on the busy 2-core project
+            machine, benchmarks/RESULTS.md). Scale with ``replicas``; raise this on dedicated cores.
         n_ctx: context size in tokens (the judge prompt is about 800).
         model_alias: the model name clients send (default: the file name without ``.gguf``).
         host: the address to listen on (keep 127.0.0.1: the server has no authentication).
@@ -152,7 +155,9 @@ class LlamaServer:
         if n_ctx < 256:
             raise InputError(f"n_ctx must be >= 256 tokens, got {n_ctx}")
         self.replicas = int(replicas)
-        self.n_threads = int(n_threads) if n_threads else max(1, (os.cpu_count() or 1) // self.replicas)
+        if n_threads is not None and n_threads < 1:
+            raise InputError(f"n_threads must be >= 1, got {n_threads}")
+        self.n_threads = int(n_threads) if n_threads else 1
         self.n_ctx = int(n_ctx)
         self.model = model_alias or self.model_path.name.rsplit(".gguf", 1)[0]
         self.host = host
