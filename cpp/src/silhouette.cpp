@@ -51,6 +51,12 @@ inline void finish_row(const double* sums, int32_t own, const int64_t* counts, i
   if (b != nullptr) *b = inter;
 }
 
+// Squared norms from the same micro-kernel as the Gram tiles: a row's dot with itself is then
+// bit-identical to its dot with an identical row, so duplicate rows are at distance exactly 0.
+void kernel_norms(const double* packed, int64_t m, int64_t dp, double* out) {
+  for (int64_t r = 0; r < m; ++r) dense::gemm_nt(packed + r * dp, dp, 1, packed + r * dp, dp, 1, dp, out + r, 1);
+}
+
 // Rows sorted by label (stable): a cluster is a contiguous range, so per-cluster sums of a tile
 // row are sums over a few contiguous segments.
 struct Sorted {
@@ -81,6 +87,7 @@ Sorted sort_and_pack(const Rows& x, const int32_t* labels, int32_t k, int thread
   parallel_for_blocks(nb, threads, cancel, [&](int64_t blk) {
     const int64_t r0 = blk * kBlock, m = std::min(kBlock, n - r0);
     dense::pack_double(x, s.perm.data() + r0, 0, m, false, s.packed.data() + r0 * s.dp, s.dp, s.norms2.data() + r0);
+    kernel_norms(s.packed.data() + r0 * s.dp, m, s.dp, s.norms2.data() + r0);
   });
   return s;
 }
@@ -180,14 +187,23 @@ void silhouette_cosine_rows(const Rows& x, const int32_t* labels, const double* 
   parallel_for_blocks(nb, threads, cancel, [&](int64_t blk) {
     const int64_t r0 = blk * kBlock, m = std::min(kBlock, x.n - r0);
     std::vector<double> rows(static_cast<size_t>(m * dp));
-    std::vector<double> dots(static_cast<size_t>(m * k));
-    dense::pack_double(x, nullptr, r0, m, true, rows.data(), dp, nullptr);
+    std::vector<double> dots(static_cast<size_t>(m * k)), n2(static_cast<size_t>(m));
+    dense::pack_double(x, nullptr, r0, m, true, rows.data(), dp, n2.data());
     dense::gemm_nt(rows.data(), dp, m, S.data(), dp, k, dp, dots.data(), k);
     for (int64_t r = 0; r < m; ++r) {
       double* t = dots.data() + r * k;
       // sum_{j in C} (1 - x . x_j) = |C| - x . S_C
       for (int32_t c = 0; c < k; ++c) t[c] = static_cast<double>(counts[c]) - t[c];
       const int64_t i = r0 + r;
+      // d(i, i) = 0: remove the self term 1 - x . x, which is 1 for an all-zero row (sklearn
+      // zeroes the diagonal of the distance matrix the same way) and ~0 otherwise.
+      t[labels[i]] -= 1.0 - n2[static_cast<size_t>(r)];
+      // |C| - x . S_C cancels when the cluster points the same way as x: a sum within rounding of
+      // 0 (1e-12 per row of the cluster, far above the error, far below any real distance) is 0,
+      // so that rows whose clusters all coincide get s = 0 as with exact arithmetic.
+      for (int32_t c = 0; c < k; ++c) {
+        if (t[c] < 1e-12 * static_cast<double>(counts[c])) t[c] = 0.0;
+      }
       finish_row(t, labels[i], counts, k, s + i, a != nullptr ? a + i : nullptr, b != nullptr ? b + i : nullptr);
     }
   });
@@ -279,6 +295,7 @@ void euclidean_distance_sums_add(const Rows& q, const int64_t* q_ids, const Rows
   parallel_for_blocks(nbr, threads, cancel, [&](int64_t blk) {
     const int64_t r0 = blk * kBlock, m = std::min(kBlock, r.n - r0);
     dense::pack_double(r, nullptr, r0, m, false, rp.data() + r0 * dp, dp, rn.data() + r0);
+    kernel_norms(rp.data() + r0 * dp, m, dp, rn.data() + r0);
   });
   const int64_t nbq = (q.n + kBlock - 1) / kBlock;
   parallel_for_blocks(nbq, threads, cancel, [&](int64_t bq) {
@@ -286,6 +303,7 @@ void euclidean_distance_sums_add(const Rows& q, const int64_t* q_ids, const Rows
     std::vector<double> qp(static_cast<size_t>(mi * dp)), qn(static_cast<size_t>(mi));
     std::vector<double> tile(static_cast<size_t>(kBlock * kBlock));
     dense::pack_double(q, nullptr, i0, mi, false, qp.data(), dp, qn.data());
+    kernel_norms(qp.data(), mi, dp, qn.data());
     for (int64_t bj = 0; bj < nbr; ++bj) {
       const int64_t j0 = bj * kBlock, mj = std::min(kBlock, r.n - j0);
       dense::gemm_nt(qp.data(), dp, mi, rp.data() + j0 * dp, dp, mj, dp, tile.data(), kBlock);

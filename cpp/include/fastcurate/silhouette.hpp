@@ -9,7 +9,8 @@
 //   sum_{j in C} (1 - x_i . x_j) = |C| - x_i . S_C,   S_C = sum_{j in C} x_j,
 // so every per-cluster distance sum of every row is one dot product with a cluster sum: O(n k d)
 // for the exact value, in two streaming passes (sums, then rows). An all-zero row stays zero after
-// normalisation (sklearn's convention), so its distance to every row is 1, itself included.
+// normalisation (sklearn's convention), so its distance to every other row is 1; its distance to
+// itself is 0, like every row's (the self term is subtracted; sklearn zeroes the diagonal).
 //
 // Euclidean distance has no such structure (the square root), so the exact value needs every
 // pair: the full version visits each unordered pair once (tiles of a symmetric matrix, in a
