@@ -28,7 +28,7 @@ def caption_sample() -> Tuple[List[str], List[str]]:
 
     need_data(CAPTIONS)
     cj = json.loads((COCO / "captions.json").read_text())
-    coco = sorted(cj["annotations"], key=lambda a: (a["image_id"], a["id"]))
+    coco = sorted(cj["annotations"], key=lambda a: a["image_id"])  # stable: file order within a photo
     texts = [a["caption"].strip() for a in coco]
     src = [f"coco:{a['image_id']}" for a in coco]
     laion = [t for t in pq.read_table(CAPTIONS / "laion_10k.parquet").column("TEXT").to_pylist() if t]

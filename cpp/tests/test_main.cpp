@@ -176,6 +176,7 @@ static void test_random() {
 }
 
 #include "test_balance.inc"
+#include "test_cluster.inc"
 
 int main() {
   for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
@@ -187,6 +188,7 @@ int main() {
   test_substring();
   test_errors();
   test_balance();
+  test_cluster();
   std::printf("fc_tests: all %d checks passed\n", g_checks);
   return 0;
 }
