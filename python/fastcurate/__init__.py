@@ -32,6 +32,8 @@ from .models import (
     make_text_bundle,
 )
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
+from .kernels.kmeans import Assignment, KMeans
+from .kernels.silhouette import SilhouetteResult, silhouette
 from .metadata import build_metadata, load_metadata, save_metadata
 
 __version__ = "0.1.0"
@@ -46,6 +48,10 @@ __all__ = [
     "MatcherWarning",
     "MatchResult",
     "SpanResult",
+    "KMeans",
+    "Assignment",
+    "silhouette",
+    "SilhouetteResult",
     "build_metadata",
     "load_metadata",
     "save_metadata",

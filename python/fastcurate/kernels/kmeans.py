@@ -198,7 +198,7 @@ class KMeans:
     def _prepare(self, x: np.ndarray, start: int, on_invalid: OnInvalid, what: str) -> Tuple[np.ndarray, np.ndarray]:
         """float32 rows ready for faiss (normalised for cosine) and the mask of valid rows."""
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        ok = np.isfinite(x32).all(axis=1)
+        ok: np.ndarray = np.asarray(np.isfinite(x32).all(axis=1))
         if self.metric == "cosine":
             ok &= np.any(x32 != 0, axis=1)
         if not ok.all():

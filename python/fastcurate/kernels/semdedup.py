@@ -136,7 +136,7 @@ class SemDedupResult:
 
 
 def _eps_list(eps: Union[float, Sequence[float]]) -> Tuple[float, ...]:
-    vals = (float(eps),) if np.isscalar(eps) else tuple(float(e) for e in eps)  # type: ignore[arg-type]
+    vals = (float(eps),) if isinstance(eps, (int, float, np.floating, np.integer)) else tuple(float(e) for e in eps)
     if not vals:
         raise InputError("eps must be a number or a non-empty list of numbers")
     for e in vals:
