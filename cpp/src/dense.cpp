@@ -524,35 +524,54 @@ double ExactSum::result() const {
   return hi;
 }
 
-double exact_dot(const Rows& x, int64_t i, const Rows& y, int64_t j) {
+double exact_dot(const Rows& x, int64_t i, const Rows& y, int64_t j, bool f16_small) {
   thread_local std::vector<double> a, b;
   a.resize(static_cast<size_t>(x.d));
   b.resize(static_cast<size_t>(y.d));
   row_to_double(x, i, a.data());
   row_to_double(y, j, b.data());
+  const size_t d = static_cast<size_t>(x.d);
+  if (f16_small) {
+    // fp16 values are multiples of 2^-24, their products of 2^-48; with both squared norms below
+    // 16 every partial sum is below 16 in magnitude (Cauchy-Schwarz), so it fits in 53 bits and
+    // no addition rounds, in any order.
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t t = 0;
+    for (; t + 4 <= d; t += 4) {
+      s0 += a[t] * b[t];
+      s1 += a[t + 1] * b[t + 1];
+      s2 += a[t + 2] * b[t + 2];
+      s3 += a[t + 3] * b[t + 3];
+    }
+    for (; t < d; ++t) s0 += a[t] * b[t];
+    return (s0 + s1) + (s2 + s3);
+  }
   const bool wide = x.dtype == DType::F64 || y.dtype == DType::F64;
   if (!wide) {
-    // Fast path: every product of fp16 / fp32 values is exact in double; if no addition rounds
-    // either (TwoSum error 0 at each step, the usual case for fp16 rows of norm <= 1), the plain
-    // sum is the exact sum.
-    double s = 0.0;
+    // Every product of fp16 / fp32 values is exact in double. Accumulate them in double-double
+    // (TwoSum into hi, the error into lo): if lo never rounds, hi + lo is the exact sum and one
+    // IEEE addition rounds it correctly. Fails only for sums spanning more than ~100 bits.
+    double hi = 0.0, lo = 0.0;
     bool exact = true;
-    for (int64_t t = 0; t < x.d && exact; ++t) {
-      const double p = a[static_cast<size_t>(t)] * b[static_cast<size_t>(t)];
-      const double hi = s + p;
-      const double bb = hi - s;
-      const double err = (s - (hi - bb)) + (p - bb);
-      exact = err == 0.0;
-      s = hi;
+    for (size_t t = 0; t < d && exact; ++t) {
+      const double p = a[t] * b[t];
+      const double s = hi + p;
+      const double bb = s - hi;
+      const double e = (hi - (s - bb)) + (p - bb);
+      hi = s;
+      const double l2 = lo + e;
+      const double cc = l2 - lo;
+      exact = ((lo - (l2 - cc)) + (e - cc)) == 0.0;
+      lo = l2;
     }
-    if (exact) return s;
+    if (exact) return hi + lo;
   }
   ExactSum s;
-  for (int64_t t = 0; t < x.d; ++t) {
-    const double p = a[static_cast<size_t>(t)] * b[static_cast<size_t>(t)];
+  for (size_t t = 0; t < d; ++t) {
+    const double p = a[t] * b[t];
     s.add(p);
     // A product of two doubles is not exact in double: add its rounding error too (FMA trick).
-    if (wide) s.add(std::fma(a[static_cast<size_t>(t)], b[static_cast<size_t>(t)], -p));
+    if (wide) s.add(std::fma(a[t], b[t], -p));
   }
   return s.result();
 }

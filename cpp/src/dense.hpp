@@ -63,7 +63,8 @@ void gemm_nt(const double* A, int64_t lda, int64_t m, const double* B, int64_t l
 // The exact dot product of row i of `x` and row j of `y`, correctly rounded to double: every
 // product of two fp16 / fp32 values is exact in double, and ExactSum adds them without error.
 // About 10x slower than a plain loop; callers use it only to settle values near a threshold.
-double exact_dot(const Rows& x, int64_t i, const Rows& y, int64_t j);
+// f16_small: both rows are fp16 with squared norms below 16 (then a plain sum is already exact).
+double exact_dot(const Rows& x, int64_t i, const Rows& y, int64_t j, bool f16_small = false);
 
 // Exact (correctly rounded) sum of doubles, Shewchuk's algorithm as used by Python's math.fsum:
 // results are bit-identical to math.fsum for finite inputs whose partial sums do not overflow.

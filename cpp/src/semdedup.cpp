@@ -96,27 +96,43 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
     }
     for (int64_t i = offsets[c]; i < offsets[c + 1]; ++i) {
       dense::row_to_double(rows, i, row.data());
-      const double s = dense::exact_dot(rows, i, rows, i);
+      double s = 0.0;
+      if (rows.dtype == DType::F16) {
+        double s0 = 0.0, s1 = 0.0;  // exact when below 16: see dense::exact_dot
+        int64_t t = 0;
+        for (; t + 2 <= rows.d; t += 2) {
+          s0 += row[static_cast<size_t>(t)] * row[static_cast<size_t>(t)];
+          s1 += row[static_cast<size_t>(t + 1)] * row[static_cast<size_t>(t + 1)];
+        }
+        if (t < rows.d) s0 += row[static_cast<size_t>(t)] * row[static_cast<size_t>(t)];
+        s = s0 + s1;
+        if (!(s < 15.0)) s = dense::exact_dot(rows, i, rows, i);
+      } else {
+        s = dense::exact_dot(rows, i, rows, i);
+      }
       if (!std::isfinite(s)) dense::throw_not_finite(rows, i);
       if (!(s > 0.0)) {
         throw InputError("embedding row " + std::to_string(i + rows.index_base) +
                          " is all zeros: its cosine to other rows is undefined; drop it before SemDeDup");
       }
       P.norm2[static_cast<size_t>(i)] = s;
-      const double nrm = std::sqrt(s);
+      const double inv = 1.0 / std::sqrt(s);
       float* u = P.unit.data() + i * dp;
-      for (int64_t t = 0; t < rows.d; ++t) u[t] = static_cast<float>(row[static_cast<size_t>(t)] / nrm);
+      // x * (1 / |x|) instead of x / |x|: a few double ulps, far inside the float error bound.
+      for (int64_t t = 0; t < rows.d; ++t) u[t] = static_cast<float>(row[static_cast<size_t>(t)] * inv);
       if (use_angles) {
         double dot = 0.0;
         for (int64_t t = 0; t < rows.d; ++t) dot += row[static_cast<size_t>(t)] * cen[static_cast<size_t>(t)];
-        P.theta[static_cast<size_t>(i)] = std::acos(std::max(-1.0, std::min(1.0, dot / nrm)));
+        P.theta[static_cast<size_t>(i)] = std::acos(std::max(-1.0, std::min(1.0, dot * inv)));
       }
     }
   });
 
   // The exact cosine of rows i and j (global positions).
+  const bool f16 = rows.dtype == DType::F16;
   auto exact_cos = [&](int64_t i, int64_t j) {
-    const double dot = dense::exact_dot(rows, i, rows, j);
+    const bool small = f16 && P.norm2[static_cast<size_t>(i)] < 15.0 && P.norm2[static_cast<size_t>(j)] < 15.0;
+    const double dot = dense::exact_dot(rows, i, rows, j, small);
     const double c = dot / std::sqrt(P.norm2[static_cast<size_t>(i)] * P.norm2[static_cast<size_t>(j)]);
     return std::min(1.0, c);
   };

@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import InputError
-from ._emb import EmbeddingSource, as_chunks, first_bad_row_message, take_rows, threads_arg, total_rows
+from ._emb import EmbeddingSource, as_chunks, first_bad_row_message, release_pages, take_rows, threads_arg, total_rows
 
 __all__ = ["semdedup", "SemDedupResult", "keep_order"]
 
@@ -69,8 +69,14 @@ def keep_order(labels: np.ndarray, cos: np.ndarray, keep: Keep = "hard", seed: i
     if np.isnan(cos[valid]).any():
         raise InputError(f"cosine to the centroid of row {int(valid[np.isnan(cos[valid])][0])} is NaN")
     lab = labels[valid].astype(np.int64)
-    # hard: by label, then cosine ascending, then row ascending (lexsort: last key is primary)
-    order = valid[np.lexsort((valid, cos[valid].astype(np.float64), lab))]
+    if lab.size and lab.max() >= 2**31:
+        raise InputError("cluster labels must be < 2**31")
+    # hard: by label, then cosine ascending, then row ascending. One stable sort of a 64-bit key
+    # (label, order-preserving bits of the float32 cosine); stability orders ties by row.
+    bits = np.ascontiguousarray(cos[valid], dtype=np.float32) + np.float32(0.0)  # -0.0 == 0.0
+    u = bits.view(np.uint32)
+    u = np.where(u >> np.uint32(31), ~u, u | np.uint32(0x80000000)).astype(np.uint64)
+    order = valid[np.argsort((lab.astype(np.uint64) << np.uint64(32)) | u, kind="stable")]
     lab_sorted = labels[order]
     first = np.r_[True, lab_sorted[1:] != lab_sorted[:-1]] if len(order) else np.zeros(0, bool)
     starts = np.flatnonzero(first)
@@ -208,19 +214,29 @@ def semdedup(
     results: Dict[float, Tuple[np.ndarray, np.ndarray]] = {}
     for b0, b1 in batches:
         rows = order[offsets[b0] : offsets[b1]]
-        srt = np.argsort(rows, kind="stable")  # read the source in row order, then put in keep order
-        x_sorted = take_rows(chunks, rows[srt])
-        x = np.empty_like(x_sorted)
-        x[srt] = x_sorted
-        del x_sorted
-        ok = np.isfinite(x).all(axis=1) & np.any(x != 0, axis=1)
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
-            raise InputError(first_bad_row_message(x[i : i + 1].astype(np.float32), int(rows[i]), "embeddings", True))
+        if len(chunks) == 1:
+            x = chunks[0][rows]  # one gather, already in keep order
+            release_pages(chunks[0])
+        else:
+            srt = np.argsort(rows, kind="stable")  # read the chunks in row order, then permute
+            x_sorted = take_rows(chunks, rows[srt])
+            x = np.empty_like(x_sorted)
+            x[srt] = x_sorted
+            del x_sorted
         local_off = (offsets[b0 : b1 + 1] - offsets[b0]).astype(np.int64)
         cb = cent[clusters[b0:b1]] if cent is not None else None
         for e in runs:
-            ms, tw, st = _core.semdedup(x, local_off, cb, 1.0 - e, compare_to, th, 0)
+            try:
+                ms, tw, st = _core.semdedup(x, local_off, cb, 1.0 - e, compare_to, th, 0)
+            except InputError:
+                # The kernel numbers rows in its batch; name the row of the caller's input.
+                ok = np.isfinite(x).all(axis=1) & np.any(x != 0, axis=1)
+                if ok.all():
+                    raise
+                i = int(np.flatnonzero(~ok)[0])
+                raise InputError(
+                    first_bad_row_message(x[i : i + 1].astype(np.float32), int(rows[i]), "embeddings", True)
+                ) from None
             res_ms, res_tw = results.setdefault(e, (np.full(n, np.nan), np.full(n, -1, np.int64)))
             res_ms[rows] = ms
             hit = tw >= 0
