@@ -483,6 +483,157 @@ void gemm_nt(const double* A, int64_t lda, int64_t m, const double* B, int64_t l
 }
 
 // ---------------------------------------------------------------------------------------------
+// Row statistics for the SemDeDup packing pass.
+
+namespace {
+#if FC_DENSE_X86
+__attribute__((target("avx512f,avx512dq,fma,f16c"))) void row_stats512(const Rows& x, int64_t i, float* out,
+                                                                        double* sumsq, const double* cen,
+                                                                        double* cen_dot) {
+  const int64_t d = x.d;
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd(), c0 = _mm512_setzero_pd(), c1 = _mm512_setzero_pd();
+  int64_t t = 0;
+  for (; t + 16 <= d; t += 16) {
+    __m512 v;
+    if (x.dtype == DType::F16) {
+      v = _mm512_cvtph_ps(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(x.data) + i * x.stride + t)));
+    } else {
+      v = _mm512_loadu_ps(static_cast<const float*>(x.data) + i * x.stride + t);
+    }
+    _mm512_storeu_ps(out + t, v);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    s0 = _mm512_fmadd_pd(lo, lo, s0);
+    s1 = _mm512_fmadd_pd(hi, hi, s1);
+    if (cen != nullptr) {
+      c0 = _mm512_fmadd_pd(lo, _mm512_loadu_pd(cen + t), c0);
+      c1 = _mm512_fmadd_pd(hi, _mm512_loadu_pd(cen + t + 8), c1);
+    }
+  }
+  double s = hsum512d(_mm512_add_pd(s0, s1));
+  double c = hsum512d(_mm512_add_pd(c0, c1));
+  for (; t < d; ++t) {
+    const float f = x.dtype == DType::F16 ? half_bits_to_float(static_cast<const uint16_t*>(x.data)[i * x.stride + t])
+                                          : static_cast<const float*>(x.data)[i * x.stride + t];
+    out[t] = f;
+    s += static_cast<double>(f) * static_cast<double>(f);
+    if (cen != nullptr) c += static_cast<double>(f) * cen[t];
+  }
+  *sumsq = s;
+  if (cen_dot != nullptr) *cen_dot = c;
+}
+
+__attribute__((target("avx512f,avx512dq,fma"))) void scale512(const float* in, int64_t d, double scale, float* out) {
+  const __m512d k = _mm512_set1_pd(scale);
+  int64_t t = 0;
+  for (; t + 8 <= d; t += 8) {
+    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(in + t));
+    _mm256_storeu_ps(out + t, _mm512_cvtpd_ps(_mm512_mul_pd(v, k)));
+  }
+  for (; t < d; ++t) out[t] = static_cast<float>(static_cast<double>(in[t]) * scale);
+}
+#endif
+}  // namespace
+
+void row_float_stats(const Rows& x, int64_t i, float* out, double* sumsq, const double* cen, double* cen_dot) {
+#if FC_DENSE_X86
+  if (active_isa() == Isa::Avx512 && x.dtype != DType::F64) {
+    row_stats512(x, i, out, sumsq, cen, cen_dot);
+    return;
+  }
+#endif
+  thread_local std::vector<double> row;
+  row.resize(static_cast<size_t>(x.d));
+  row_to_double(x, i, row.data());
+  double s0 = 0.0, s1 = 0.0, c = 0.0;
+  int64_t t = 0;
+  for (; t + 2 <= x.d; t += 2) {
+    s0 += row[static_cast<size_t>(t)] * row[static_cast<size_t>(t)];
+    s1 += row[static_cast<size_t>(t + 1)] * row[static_cast<size_t>(t + 1)];
+  }
+  if (t < x.d) s0 += row[static_cast<size_t>(t)] * row[static_cast<size_t>(t)];
+  for (t = 0; t < x.d; ++t) {
+    out[t] = static_cast<float>(row[static_cast<size_t>(t)]);
+    if (cen != nullptr) c += row[static_cast<size_t>(t)] * cen[t];
+  }
+  *sumsq = s0 + s1;
+  if (cen_dot != nullptr) *cen_dot = c;
+}
+
+void scale_to_float(const float* in, int64_t d, double scale, float* out) {
+#if FC_DENSE_X86
+  if (active_isa() == Isa::Avx512) {
+    scale512(in, d, scale, out);
+    return;
+  }
+#endif
+  for (int64_t t = 0; t < d; ++t) out[t] = static_cast<float>(static_cast<double>(in[t]) * scale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panel kernel.
+
+bool panel_kernel() { return active_isa() == Isa::Avx512; }
+
+namespace {
+#if FC_DENSE_X86
+template <int MR>
+__attribute__((target("avx512f,avx512dq,fma"))) inline void panel_micro(const float* A, const float* Bt, int64_t dp,
+                                                                         float* C) {
+  __m512 acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < dp; ++t) {
+    const float* b = Bt + t * 64;
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+                 b3 = _mm512_loadu_ps(b + 48);
+    const float* a = A + t * 64;
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(av, b3, acc[r][3]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(C + r * 64 + c * 16, acc[r][c]);
+}
+
+__attribute__((target("avx512f,avx512dq,fma"))) void panel512(const float* A, int64_t m, const float* Bt, int64_t dp,
+                                                               float* C) {
+  int64_t i = 0;
+  for (; i + 6 <= m; i += 6) panel_micro<6>(A + i, Bt, dp, C + i * 64);
+  switch (m - i) {
+    case 5: panel_micro<5>(A + i, Bt, dp, C + i * 64); break;
+    case 4: panel_micro<4>(A + i, Bt, dp, C + i * 64); break;
+    case 3: panel_micro<3>(A + i, Bt, dp, C + i * 64); break;
+    case 2: panel_micro<2>(A + i, Bt, dp, C + i * 64); break;
+    case 1: panel_micro<1>(A + i, Bt, dp, C + i * 64); break;
+    default: break;
+  }
+}
+#endif
+}  // namespace
+
+void gemm_panel64(const float* A, int64_t m, const float* Bt, int64_t dp, float* C) {
+#if FC_DENSE_X86
+  if (panel_kernel()) {
+    panel512(A, m, Bt, dp, C);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < m; ++i) {  // portable fallback (callers normally use gemm_nt instead)
+    for (int64_t j = 0; j < 64; ++j) {
+      float acc = 0.0f;
+      for (int64_t t = 0; t < dp; ++t) acc += A[t * 64 + i] * Bt[t * 64 + j];
+      C[i * 64 + j] = acc;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Exact sums and dot products.
 
 void ExactSum::add(double x) {

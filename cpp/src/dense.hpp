@@ -60,6 +60,23 @@ void gemm_nt(const float* A, int64_t lda, int64_t m, const float* B, int64_t ldb
 void gemm_nt(const double* A, int64_t lda, int64_t m, const double* B, int64_t ldb, int64_t n, int64_t dp, double* C,
              int64_t ldc);
 
+// Row i of x as float (out, d values) with, in double: *sumsq = the sum of its squares (summed in
+// any order: exact for fp16 rows whose result is below 15, see exact_dot) and, when cen is not
+// null, *cen_dot = its dot product with cen (d doubles; any order, not exact).
+void row_float_stats(const Rows& x, int64_t i, float* out, double* sumsq, const double* cen, double* cen_dot);
+// out[t] = float(double(in[t]) * scale) for t < d.
+void scale_to_float(const float* in, int64_t d, double scale, float* out);
+
+// Panel form of C = A * B^T for float tiles of 64 x 64, without horizontal sums: both blocks are
+// packed transposed (panel[t * 64 + j] = row j's element t, zero rows beyond the block's end)
+// and each output row accumulates 64 columns at once (AVX-512: 6 rows x 64 columns of
+// accumulators, A's elements broadcast from its panel). Each output is one chain of dp fused
+// multiply-adds. Only where panel_kernel() is true (AVX-512 and SIMD enabled); callers use
+// gemm_nt otherwise.
+bool panel_kernel();
+// C[i * 64 + j] = sum_t A_panel[t * 64 + i] * B_panel[t * 64 + j] for i < m, j < 64.
+void gemm_panel64(const float* A_panel, int64_t m, const float* B_panel, int64_t dp, float* C);
+
 // The exact dot product of row i of `x` and row j of `y`, correctly rounded to double: every
 // product of two fp16 / fp32 values is exact in double, and ExactSum adds them without error.
 // About 10x slower than a plain loop; callers use it only to settle values near a threshold.

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,15 @@ constexpr int64_t kBlock = 64;  // rows per tile
 // cosine is off by at most ~5e-7 rad near 0) with a wide margin; it only costs a few tiles.
 constexpr double kAngleSlack = 1e-5;
 
+// An uninitialised float buffer: the packed rows of a batch span up to gigabytes, written once
+// (zero-filling them first costs seconds). Not on transparent huge pages: measured here, the
+// first THP allocation of a process can stall for seconds in compaction.
+struct FloatBuf {
+  std::unique_ptr<float[]> p;
+  void reset(size_t count) { p.reset(count > 0 ? new float[count] : nullptr); }
+  float* get() const { return p.get(); }
+};
+
 struct Candidate {
   int64_t j;      // earlier row (position in the cluster)
   float approx;   // float cosine
@@ -27,7 +37,12 @@ struct Candidate {
 
 // What the packing pass computes for every row of the batch.
 struct Packed {
-  std::vector<float> unit;    // n x dp: the row divided by its norm, rounded to float
+  // Unit rows (the row divided by its norm, rounded to float), row-major for clusters of fewer than
+  // 128 rows (dot-product kernel), as transposed 64-row panels for larger ones (panel kernel);
+  // only the part in use is ever touched.
+  FloatBuf unit;    // n x dp
+  FloatBuf panels;  // per large cluster, ceil(m / 64) panels of dp x 64
+  std::vector<int64_t> panel_at;  // per cluster: offset of its first panel in `panels`, -1 if none
   std::vector<double> norm2;  // exact squared norm, rounded once to double
   std::vector<double> theta;  // angle to the cluster's centroid (empty without centroids)
   int64_t dp = 0;
@@ -63,6 +78,9 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
                      std::to_string(centroids->n) + " x " + std::to_string(centroids->d));
   }
   if (!(opt.threshold == opt.threshold)) throw InputError("threshold is NaN");
+  if (rows.dtype == DType::F64) {
+    throw InputError("SemDeDup takes float16 or float32 embeddings (as stored); convert float64 with .astype(np.float32)");
+  }
 
   SemDedupResult res;
   res.max_sim.assign(static_cast<size_t>(n), std::numeric_limits<double>::quiet_NaN());
@@ -78,11 +96,25 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
   // ---- Pack: exact norms, unit rows in float, angles to the centroid (parallel over clusters).
   Packed P;
   P.dp = dp;
-  P.unit.assign(static_cast<size_t>(n * dp), 0.0f);
+  P.unit.reset(static_cast<size_t>(n * dp));
   P.norm2.resize(static_cast<size_t>(n));
   if (use_angles) P.theta.resize(static_cast<size_t>(n));
+  // Clusters of >= 128 rows also get their blocks packed as transposed panels for the AVX-512
+  // panel kernel (smaller ones would mostly pad); others use the dot-product kernel.
+  const bool panels = dense::panel_kernel();
+  P.panel_at.assign(static_cast<size_t>(n_clusters), -1);
+  if (panels) {
+    int64_t total = 0;
+    for (int64_t c = 0; c < n_clusters; ++c) {
+      const int64_t m = offsets[c + 1] - offsets[c];
+      if (m < 128) continue;
+      P.panel_at[static_cast<size_t>(c)] = total;
+      total += (m + kBlock - 1) / kBlock * dp * 64;
+    }
+    P.panels.reset(static_cast<size_t>(total));
+  }
   parallel_for_blocks(n_clusters, opt.threads, cancel, [&](int64_t c) {
-    std::vector<double> row(static_cast<size_t>(rows.d)), cen;
+    std::vector<double> cen;
     if (use_angles) {
       cen.resize(static_cast<size_t>(rows.d));
       dense::row_to_double(*centroids, c, cen.data());
@@ -94,22 +126,14 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
       const double inv = 1.0 / std::sqrt(s);
       for (double& v : cen) v *= inv;
     }
+    std::vector<float> rowf(static_cast<size_t>(rows.d)), unit_row(static_cast<size_t>(rows.d));
+    const int64_t at = P.panel_at[static_cast<size_t>(c)];
     for (int64_t i = offsets[c]; i < offsets[c + 1]; ++i) {
-      dense::row_to_double(rows, i, row.data());
-      double s = 0.0;
-      if (rows.dtype == DType::F16) {
-        double s0 = 0.0, s1 = 0.0;  // exact when below 16: see dense::exact_dot
-        int64_t t = 0;
-        for (; t + 2 <= rows.d; t += 2) {
-          s0 += row[static_cast<size_t>(t)] * row[static_cast<size_t>(t)];
-          s1 += row[static_cast<size_t>(t + 1)] * row[static_cast<size_t>(t + 1)];
-        }
-        if (t < rows.d) s0 += row[static_cast<size_t>(t)] * row[static_cast<size_t>(t)];
-        s = s0 + s1;
-        if (!(s < 15.0)) s = dense::exact_dot(rows, i, rows, i);
-      } else {
-        s = dense::exact_dot(rows, i, rows, i);
-      }
+      double s = 0.0, cdot = 0.0;
+      dense::row_float_stats(rows, i, rowf.data(), &s, use_angles ? cen.data() : nullptr, &cdot);
+      // fp16: the sum of squares is exact in any order when below 15 (see dense::exact_dot);
+      // otherwise, and for fp32, the exact sum.
+      if (!(rows.dtype == DType::F16 && s < 15.0)) s = dense::exact_dot(rows, i, rows, i);
       if (!std::isfinite(s)) dense::throw_not_finite(rows, i);
       if (!(s > 0.0)) {
         throw InputError("embedding row " + std::to_string(i + rows.index_base) +
@@ -117,13 +141,26 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
       }
       P.norm2[static_cast<size_t>(i)] = s;
       const double inv = 1.0 / std::sqrt(s);
-      float* u = P.unit.data() + i * dp;
-      // x * (1 / |x|) instead of x / |x|: a few double ulps, far inside the float error bound.
-      for (int64_t t = 0; t < rows.d; ++t) u[t] = static_cast<float>(row[static_cast<size_t>(t)] * inv);
-      if (use_angles) {
-        double dot = 0.0;
-        for (int64_t t = 0; t < rows.d; ++t) dot += row[static_cast<size_t>(t)] * cen[static_cast<size_t>(t)];
-        P.theta[static_cast<size_t>(i)] = std::acos(std::max(-1.0, std::min(1.0, dot * inv)));
+      // x * (1 / |x|) rounded to float: within the float error bound (see float_error_bound).
+      if (at >= 0) {
+        dense::scale_to_float(rowf.data(), rows.d, inv, unit_row.data());
+        const int64_t r = i - offsets[c];
+        float* panel = P.panels.get() + at + (r / kBlock) * dp * 64 + r % kBlock;
+        for (int64_t t = 0; t < rows.d; ++t) panel[t * 64] = unit_row[static_cast<size_t>(t)];
+        for (int64_t t = rows.d; t < dp; ++t) panel[t * 64] = 0.0f;
+      } else {
+        float* u = P.unit.get() + i * dp;
+        dense::scale_to_float(rowf.data(), rows.d, inv, u);
+        for (int64_t t = rows.d; t < dp; ++t) u[t] = 0.0f;
+      }
+      if (use_angles) P.theta[static_cast<size_t>(i)] = std::acos(std::max(-1.0, std::min(1.0, cdot * inv)));
+    }
+    if (at >= 0) {  // zero the panel columns past the cluster's last row
+      const int64_t m = offsets[c + 1] - offsets[c];
+      const int64_t last = (m + kBlock - 1) / kBlock - 1;
+      for (int64_t r = m; r < (last + 1) * kBlock; ++r) {
+        float* panel = P.panels.get() + at + last * dp * 64 + r % kBlock;
+        for (int64_t t = 0; t < dp; ++t) panel[t * 64] = 0.0f;
       }
     }
   });
@@ -155,8 +192,10 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
 
   // Float cosines of block I against every earlier block J (and itself), candidates per row.
   // Rows are global positions; base = the cluster's first row.
-  auto gather = [&](int64_t base, int64_t m, int64_t bi, const std::vector<Range>& ranges,
+  static_assert(kBlock == 64, "the panel kernel computes 64 columns");
+  auto gather = [&](int64_t cluster, int64_t base, int64_t m, int64_t bi, const std::vector<Range>& ranges,
                     std::vector<std::vector<Candidate>>& cands, std::vector<float>& tile) {
+    const int64_t at = P.panel_at[static_cast<size_t>(cluster)];
     const int64_t i0 = bi * kBlock, mi = std::min(kBlock, m - i0);
     for (int64_t r = 0; r < mi; ++r) cands[static_cast<size_t>(r)].clear();
     int64_t total = 0, skipped = 0;
@@ -171,8 +210,13 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
           continue;
         }
       }
-      dense::gemm_nt(P.unit.data() + (base + i0) * dp, dp, mi, P.unit.data() + (base + j0) * dp, dp, mj, dp,
-                     tile.data(), kBlock);
+      if (at >= 0) {
+        dense::gemm_panel64(P.panels.get() + at + bi * dp * 64, mi, P.panels.get() + at + bj * dp * 64, dp,
+                            tile.data());
+      } else {
+        dense::gemm_nt(P.unit.get() + (base + i0) * dp, dp, mi, P.unit.get() + (base + j0) * dp, dp, mj, dp,
+                       tile.data(), kBlock);
+      }
       for (int64_t r = 0; r < mi; ++r) {
         const float* t = tile.data() + r * kBlock;
         const int64_t jmax = bj == bi ? r : mj;  // only earlier rows
@@ -249,7 +293,7 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
       thread_local std::vector<float> tile;
       cands.resize(static_cast<size_t>(kBlock));
       tile.resize(static_cast<size_t>(kBlock * kBlock));
-      gather(base, m, t.block, cranges[static_cast<size_t>(t.cluster)], cands, tile);
+      gather(t.cluster, base, m, t.block, cranges[static_cast<size_t>(t.cluster)], cands, tile);
       const int64_t i0 = t.block * kBlock, mi = std::min(kBlock, m - i0);
       for (int64_t r = 0; r < mi; ++r) settle(base, i0 + r, cands[static_cast<size_t>(r)], nullptr);
     });
@@ -272,7 +316,7 @@ SemDedupResult semdedup(const Rows& rows, const int64_t* offsets, int64_t n_clus
       std::vector<float> tile(static_cast<size_t>(kBlock * kBlock));
       for (int64_t bi = 0; bi * kBlock < m; ++bi) {
         if (cancel != nullptr && cancel->is_cancelled()) return;
-        gather(base, m, bi, ranges, cands, tile);
+        gather(c, base, m, bi, ranges, cands, tile);
         const int64_t i0 = bi * kBlock, mi = std::min(kBlock, m - i0);
         for (int64_t r = 0; r < mi; ++r) {  // in order: earlier rows of the block are settled
           settle(base, i0 + r, cands[static_cast<size_t>(r)], &kept);
