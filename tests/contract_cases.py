@@ -189,3 +189,30 @@ def _dedup() -> Any:
 
 
 CASES["dedup"] = lambda: Case(dedup_table(60), _dedup, batch_size=11)
+
+
+def embedding_table(n: int, d: int = 16, k: int = 5, seed: int = 0) -> pa.Table:
+    """Rows of `fastcurate embed`'s output: k well-separated directions plus noise (float16 lists),
+    a few null and all-zero embeddings, captions."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d))
+    lab = rng.integers(0, k, size=n)
+    x = centres[lab] + 0.35 * rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = x.astype(np.float16)
+    x[4] = 0  # all zeros: no direction
+    flat = pa.array(x.reshape(-1), pa.float16())
+    mask = np.zeros(n, bool)
+    mask[2] = True  # null embedding
+    emb = pa.FixedSizeListArray.from_arrays(flat, d, mask=pa.array(mask))
+    return pa.table({"uid": pa.array([f"e{i:04d}" for i in range(n)]), "caption": [f"topic {t} item {i}" for i, t in enumerate(lab)],
+                     "image_emb": emb})
+
+
+def _cluster() -> Any:
+    from fastcurate.stages.cluster.stage import ClusterStage
+
+    return ClusterStage(k=5, samples=3, tsne_rows=0)
+
+
+CASES["cluster"] = lambda: Case(embedding_table(400), _cluster, float_columns=("cos_to_centroid",))
