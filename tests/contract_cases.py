@@ -216,3 +216,30 @@ def _cluster() -> Any:
 
 
 CASES["cluster"] = lambda: Case(embedding_table(400), _cluster, float_columns=("cos_to_centroid",))
+
+
+def near_duplicate_embeddings(n: int, d: int = 16, seed: int = 0) -> pa.Table:
+    """embedding_table plus exact copies (equal embeddings under other uids: the kept one must not
+    depend on the layout) and slightly perturbed copies."""
+    t = embedding_table(n, d=d, k=4, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = t.column("image_emb").combine_chunks().values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, d)
+    src = rng.choice(np.arange(10, n), size=n // 5, replace=False)
+    y = x[src].copy()
+    y[len(y) // 2:] += 0.01 * rng.normal(size=(len(y) - len(y) // 2, d))
+    flat = pa.array(np.concatenate([x, y]).astype(np.float16).reshape(-1), pa.float16())
+    mask = np.zeros(n + len(y), bool)
+    mask[2] = True
+    emb = pa.FixedSizeListArray.from_arrays(flat, d, mask=pa.array(mask))
+    uids = t.column("uid").to_pylist() + [f"copy{i:04d}" for i in range(len(y))]
+    caps = t.column("caption").to_pylist() + [f"copy of {t.column('uid')[int(s)].as_py()}" for s in src]
+    return pa.table({"uid": uids, "caption": caps, "image_emb": emb})
+
+
+def _semdedup() -> Any:
+    from fastcurate.stages.semdedup.stage import SemDedupStage
+
+    return SemDedupStage(eps=0.02, k=4, eps_report=(0.001, 0.1))
+
+
+CASES["semdedup"] = lambda: Case(near_duplicate_embeddings(300), _semdedup)

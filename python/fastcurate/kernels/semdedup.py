@@ -53,11 +53,14 @@ Keep = Literal["hard", "easy", "random"]
 CompareTo = Literal["all", "kept"]
 
 
-def keep_order(labels: np.ndarray, cos: np.ndarray, keep: Keep = "hard", seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def keep_order(labels: np.ndarray, cos: np.ndarray, keep: Keep = "hard", seed: int = 0,
+               tiebreak: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows grouped by cluster, each cluster in keep order.
 
     Returns ``(order, offsets, clusters)``: cluster ``clusters[c]`` is rows
-    ``order[offsets[c]:offsets[c + 1]]``; rows with label -1 are left out.
+    ``order[offsets[c]:offsets[c + 1]]``; rows with label -1 are left out. Rows of equal cosine
+    (identical embeddings: the duplicates themselves) are ordered by ``tiebreak`` (e.g. a hash of
+    their ids, so the kept one does not depend on where rows sit in the input), then by row.
     """
     labels = np.asarray(labels)
     cos = np.asarray(cos)
@@ -76,7 +79,14 @@ def keep_order(labels: np.ndarray, cos: np.ndarray, keep: Keep = "hard", seed: i
     bits = np.ascontiguousarray(cos[valid], dtype=np.float32) + np.float32(0.0)  # -0.0 == 0.0
     u = bits.view(np.uint32)
     u = np.where(u >> np.uint32(31), ~u, u | np.uint32(0x80000000)).astype(np.uint64)
-    order = valid[np.argsort((lab.astype(np.uint64) << np.uint64(32)) | u, kind="stable")]
+    primary = (lab.astype(np.uint64) << np.uint64(32)) | u
+    if tiebreak is None:
+        order = valid[np.argsort(primary, kind="stable")]
+    else:
+        tb = np.asarray(tiebreak)
+        if tb.shape != labels.shape:
+            raise InputError(f"tiebreak must have one value per row ({labels.shape}), got {tb.shape}")
+        order = valid[np.lexsort((tb[valid], primary))]
     lab_sorted = labels[order]
     first = np.r_[True, lab_sorted[1:] != lab_sorted[:-1]] if len(order) else np.zeros(0, bool)
     starts = np.flatnonzero(first)
@@ -162,12 +172,15 @@ def semdedup(
     seed: int = 0,
     threads: Optional[int] = None,
     batch_rows: int = 262144,
+    tiebreak: Optional[np.ndarray] = None,
 ) -> SemDedupResult:
     """SemDeDup of the rows of ``emb`` (float16 / float32 array, memmap, or list of chunks).
 
     ``labels`` (cluster per row, -1 = no cluster) and ``cos`` (cosine to the cluster centroid)
     come from :meth:`KMeans.assign`; ``centroids`` (k x d, optional) lets the kernel skip tiles
     whose rows' angles to the centroid differ by more than arccos(1 - eps) (exact either way).
+    ``tiebreak`` (one value per row, optional) orders rows of equal cosine within a cluster
+    (:func:`keep_order`).
     """
     chunks = as_chunks(emb)
     n = total_rows(chunks)
@@ -193,7 +206,7 @@ def semdedup(
         if labels.size and labels.max() >= len(cent):
             raise InputError(f"label {int(labels.max())} has no centroid (only {len(cent)} given)")
 
-    order, offsets, clusters = keep_order(labels, cos, keep, seed)
+    order, offsets, clusters = keep_order(labels, cos, keep, seed, tiebreak)
     keep_rank = np.full(n, -1, np.int64)
     if len(order):
         keep_rank[order] = np.arange(len(order)) - np.repeat(offsets[:-1], np.diff(offsets))

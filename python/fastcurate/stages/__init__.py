@@ -17,6 +17,7 @@ STAGES: Dict[str, str] = {
     "filter": "fastcurate.stages.filter.stage:FilterStage",
     "dedup": "fastcurate.stages.dedup.stage:DedupStage",
     "cluster": "fastcurate.stages.cluster.stage:ClusterStage",
+    "semdedup": "fastcurate.stages.semdedup.stage:SemDedupStage",
 }
 
 # modules with a ``register(subparsers)`` function, in the order of the CLI's help
@@ -27,6 +28,7 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.embed.cli",
     "fastcurate.stages.dedup.cli",
     "fastcurate.stages.cluster.cli",
+    "fastcurate.stages.semdedup.cli",
 ]
 
 
