@@ -179,6 +179,7 @@ static void test_random() {
 #include "test_text_filters.inc"
 #include "test_images.inc"
 #include "test_clip_bpe.inc"
+#include "test_cluster.inc"
 
 int main() {
   for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
@@ -193,6 +194,7 @@ int main() {
   test_text_filters();
   test_images();
   fc_test_clip::test_clip_bpe();
+  test_cluster();
   std::printf("fc_tests: all %d checks passed\n", g_checks);
   return 0;
 }

@@ -16,6 +16,8 @@ STAGES: Dict[str, str] = {
     "embed": "fastcurate.stages.embed.stage:EmbedStage",
     "filter": "fastcurate.stages.filter.stage:FilterStage",
     "dedup": "fastcurate.stages.dedup.stage:DedupStage",
+    "cluster": "fastcurate.stages.cluster.stage:ClusterStage",
+    "semdedup": "fastcurate.stages.semdedup.stage:SemDedupStage",
 }
 
 # modules with a ``register(subparsers)`` function, in the order of the CLI's help
@@ -25,6 +27,8 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.filter.cli",
     "fastcurate.stages.embed.cli",
     "fastcurate.stages.dedup.cli",
+    "fastcurate.stages.cluster.cli",
+    "fastcurate.stages.semdedup.cli",
 ]
 
 
