@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 
 ENTRIES = [f"w{k}" for k in range(60)] + ["new york", "york"]
 BUNDLE_ENV = "FASTCURATE_TEST_BUNDLE"
+# The embed case runs whatever bundle BUNDLE_ENV names: tests/test_embed_image.py reruns the
+# contract with an image-classifier bundle and `labels` from this variable.
+LABELS_ENV = "FASTCURATE_TEST_EMBED_LABELS"
 
 
 @dataclass
@@ -88,7 +91,8 @@ def _embed() -> Any:
     bundle = os.environ.get(BUNDLE_ENV)
     if not bundle:
         raise RuntimeError(f"set {BUNDLE_ENV} to a CLIP bundle (tests/embed_fixtures.tiny_bundle)")
-    return EmbedStage(bundle, device="cpu", model_batch_size=5)
+    labels = int(os.environ.get(LABELS_ENV) or 0)
+    return EmbedStage(bundle, device="cpu", model_batch_size=5, labels=labels)
 
 
 CASES: Dict[str, Callable[[], Case]] = {
