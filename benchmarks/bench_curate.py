@@ -98,7 +98,7 @@ elif mode == "twopass_io":
     # reads every column, keeps the same share of rows (t = kept fraction here) and writes them
     # with fastcurate's pinned writer options. No matching, no balancing.
     import numpy as np, pyarrow as pa, pyarrow.parquet as pq
-    from fastcurate.stages.curate.stage import _writer_options
+    from fastcurate.io.writer import writer_options as _writer_options
     n = 0
     for f in files:
         for b in pq.ParquetFile(f).iter_batches(batch_size=131072, columns=["TEXT", "uid"]):
@@ -109,10 +109,11 @@ elif mode == "twopass_io":
         tbl = tbl.filter(pa.array(rng.random(len(tbl)) < t))
         pq.write_table(tbl, f"{out}/copy-{i:05d}.parquet", row_group_size=131072, **_writer_options(tbl.schema))
     res = {"rows": n}
-elif mode == "fastcurate":
+elif mode in ("fastcurate", "fastcurate_index"):
     from fastcurate.stages.curate.stage import curate
-    s = curate(files, out, t=t, threads=threads, progress=False, overwrite=True)
-    res = {"rows": s["rows_in"], "kept": s["rows_kept"], "expected": s["expected_size"]}
+    s = curate(files, out, t=t, threads=threads, progress=False, overwrite=True,
+               output="index" if mode == "fastcurate_index" else "rows")
+    res = {"rows": s["rows_in"], "kept": s["rows_kept"], "expected": s["curate"]["expected_size"]}
 elif mode == "metaclip":
     import random
     import numpy as np, pyarrow as pa, pyarrow.parquet as pq
@@ -150,8 +151,9 @@ elif mode == "metaclip":
     entry_probs = t / p_entry_counts
     random.seed(0)
     kept = 0
-    tw = time.perf_counter()
-    for si, (f, shard) in enumerate(zip(files, matched)):
+    tb2 = time.perf_counter()
+    keeps = []
+    for shard in matched:
         keep = np.zeros(len(shard), dtype=bool)
         for i, ids in enumerate(shard):
             if not ids:
@@ -161,12 +163,17 @@ elif mode == "metaclip":
                 continue
             keep[i] = True
         kept += int(keep.sum())
+        keeps.append(keep)
+    balance_s = time.perf_counter() - tb2
+    tw = time.perf_counter()
+    for si, (f, keep) in enumerate(zip(files, keeps)):
         tbl = pq.read_table(f).filter(pa.array(keep))
         pq.write_table(tbl, f"{out}/metaclip-{si:05d}.parquet")
-    balance_write_s = time.perf_counter() - tw
+    write_s = time.perf_counter() - tw
+    balance_write_s = balance_s + write_s
     np.save(f"{out}/metaclip_entry_counts.npy", entry_count)
     res = {"rows": n, "kept": kept, "automaton_build_s": build_s, "match_count_s": match_s,
-           "balance_write_s": balance_write_s}
+           "balance_s": balance_s, "write_s": write_s, "balance_write_s": balance_write_s}
 res["wall_s"] = time.perf_counter() - t0
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its parent's peak
 with open("/proc/self/status") as fh:
@@ -296,15 +303,19 @@ def main() -> int:
     result = {"rows": args.rows, "shards": args.shards, "t": t, "threads": args.threads, "cpu_count": os.cpu_count(),
               "loadavg_start": load0}
 
-    floor, fcur, io2 = [], [], []
+    floor, fcur, fidx, io2 = [], [], [], []
     for rep in range(args.reps):
         floor.append(run_child("floor", files, work / "floor", t, args.threads))
+        fidx.append(run_child("fastcurate_index", files, work / "fc_index", t, args.threads))
         fcur.append(run_child("fastcurate", files, work / "fc_full", t, args.threads))
         keep_frac = fcur[-1]["kept"] / fcur[-1]["rows"]
         io2.append(run_child("twopass_io", files, work / "io2", keep_frac, args.threads))
-        print(f"  rep {rep + 1}: floor {floor[-1]['wall_s']:.1f}s  fastcurate {fcur[-1]['wall_s']:.1f}s  "
-              f"two-pass I/O {io2[-1]['wall_s']:.1f}s", file=sys.stderr)
+        print(f"  rep {rep + 1}: floor {floor[-1]['wall_s']:.1f}s  index {fidx[-1]['wall_s']:.1f}s  "
+              f"rows {fcur[-1]['wall_s']:.1f}s  two-pass I/O {io2[-1]['wall_s']:.1f}s", file=sys.stderr)
     result["twopass_io_s"] = statistics.median(f["wall_s"] for f in io2)
+    result["fastcurate_index_s"] = statistics.median(f["wall_s"] for f in fidx)
+    result["fastcurate_index_peak_rss_mb"] = max(f["peak_rss_mb"] for f in fidx)
+    assert {f["kept"] for f in fidx} == {f["kept"] for f in fcur}, "index and rows outputs keep different rows"
     assert all(f["rows"] == args.rows for f in floor + fcur)
     assert len({f["kept"] for f in fcur}) == 1, "fastcurate kept counts differ between repetitions"
     kept, mu = fcur[0]["kept"], fcur[0]["expected"]
@@ -317,8 +328,11 @@ def main() -> int:
 
     # subset: fastcurate vs MetaCLIP's path, same files; counts must agree exactly
     fsub = run_child("fastcurate", sub, work / "fc_sub", t, args.threads)
+    isub = run_child("fastcurate_index", sub, work / "fi_sub", t, args.threads)
     msub = run_child("metaclip", sub, work / "mc_sub", t, args.threads)
+    isub2 = run_child("fastcurate_index", sub, work / "fi_sub", t, args.threads)
     fsub2 = run_child("fastcurate", sub, work / "fc_sub", t, args.threads)
+    result["subset_index_s"] = statistics.median([isub["wall_s"], isub2["wall_s"]])
     c_fc = np.load(work / "fc_sub" / "entry_counts.npy")
     c_mc = np.load(work / "mc_sub" / "metaclip_entry_counts.npy")
     assert np.array_equal(c_fc, c_mc), "entry counts of fastcurate and MetaCLIP's path differ"
@@ -346,7 +360,10 @@ load average start {load0[0]:.2f}/{load0[1]:.2f}, end {result['loadavg_end'][0]:
 |---|---|---|---|---|
 | pyarrow read of TEXT (I/O floor) | {result['floor_s']:.2f} | {args.rows / result['floor_s']:,.0f} | 1.00x | {max(f['peak_rss_mb'] for f in floor):.0f} |
 | pyarrow two-pass I/O alone (read TEXT+uid; read all, write kept) | {result['twopass_io_s']:.2f} | {args.rows / result['twopass_io_s']:,.0f} | {result['twopass_io_s'] / result['floor_s']:.2f}x | {max(f['peak_rss_mb'] for f in io2):.0f} |
-| fastcurate curate end to end | {result['fastcurate_s']:.2f} | {args.rows / result['fastcurate_s']:,.0f} | {result['fastcurate_s'] / result['floor_s']:.2f}x | {result['fastcurate_peak_rss_mb_full']:.0f} |
+| fastcurate curate --output index | {result['fastcurate_index_s']:.2f} | {args.rows / result['fastcurate_index_s']:,.0f} | {result['fastcurate_index_s'] / result['floor_s']:.2f}x | {result['fastcurate_index_peak_rss_mb']:.0f} |
+| fastcurate curate --output rows | {result['fastcurate_s']:.2f} | {args.rows / result['fastcurate_s']:,.0f} | {result['fastcurate_s'] / result['floor_s']:.2f}x | {result['fastcurate_peak_rss_mb_full']:.0f} |
+
+rows mode / pyarrow's own two-pass I/O: {result['fastcurate_s'] / result['twopass_io_s']:.2f}x.
 
 kept {kept:,} of {args.rows:,} (expected {mu:,.0f}).
 
@@ -354,11 +371,14 @@ kept {kept:,} of {args.rows:,} (expected {mu:,.0f}).
 
 | run | wall (s) | rows/s | peak RSS (MB) |
 |---|---|---|---|
-| fastcurate curate | {result['subset_fastcurate_s']:.2f} | {result['subset_rows'] / result['subset_fastcurate_s']:,.0f} | {result['subset_fastcurate_peak_rss_mb']:.0f} |
+| fastcurate curate --output rows | {result['subset_fastcurate_s']:.2f} | {result['subset_rows'] / result['subset_fastcurate_s']:,.0f} | {result['subset_fastcurate_peak_rss_mb']:.0f} |
+| fastcurate curate --output index | {result['subset_index_s']:.2f} | {result['subset_rows'] / result['subset_index_s']:,.0f} | {max(isub['peak_rss_mb'], isub2['peak_rss_mb']):.0f} |
 | MetaCLIP path (pyahocorasick + per-text numpy) | {m['wall_s']:.2f} | {m['rows'] / m['wall_s']:,.0f} | {m['peak_rss_mb']:.0f} |
 
 MetaCLIP path breakdown: automaton build {m['automaton_build_s']:.2f}s, read + match + count {m['match_count_s']:.2f}s,
-balance + write {m['balance_write_s']:.2f}s. Speed-up of fastcurate: {m['wall_s'] / result['subset_fastcurate_s']:.1f}x.
+balance {m['balance_s']:.2f}s, write {m['write_s']:.2f}s. Speed-up of fastcurate rows mode over the whole MetaCLIP
+path: {m['wall_s'] / result['subset_fastcurate_s']:.1f}x; of index mode over MetaCLIP's matching + balancing (read, match,
+count, balance: {m['wall_s'] - m['write_s']:.2f}s): {(m['wall_s'] - m['write_s']) / result['subset_index_s']:.1f}x.
 Peak RSS of fastcurate: {result['subset_fastcurate_peak_rss_mb']:.0f} MB at {result['subset_rows']:,} rows vs {result['fastcurate_peak_rss_mb_full']:.0f} MB at {args.rows:,} rows.
 
 ### Balancing kernel alone ({result['balance_kernel']['rows']:,} texts, {result['balance_kernel']['pairs']:,} (text, entry) pairs; medians of 5)

@@ -62,3 +62,34 @@ def simd_mode(request):
     assert _core.simd_name() == ("scalar" if request.param == "scalar" else _core.simd_name())
     yield request.param
     _core.set_simd(True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray (2 CPUs, one logical GPU so that the GPU-worker path is exercised; usage stats
+    off) shared by the tests of the Ray engine; yields its address, for drivers in subprocesses.
+    Skips when ray is not installed."""
+    import logging
+    import os
+
+    ray = pytest.importorskip("ray")
+    import fastcurate
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Workers import fastcurate (and, for the fault tests, tests/ray_faults.py) from where this
+    # process does, whatever their working directory.
+    old = os.environ.get("PYTHONPATH")
+    paths = [str(Path(fastcurate.__file__).resolve().parents[1]), str(ROOT / "tests")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        if started:
+            ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old

@@ -61,7 +61,9 @@ def read_out(out: Path) -> pa.Table:
 
 
 def output_bytes(out: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+    """Every output file's bytes (timings.json, the only file that holds wall times, aside)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "timings.json"}
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +78,22 @@ def test_counts_and_stats_add_up(tmp_path, table):
     # rows in = rows kept + sum of the drop reasons
     assert stats["rows_in"] == len(table)
     assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
-    assert set(stats["rows_dropped"]) >= {"null text", "no match", "not sampled", "bad shard"}
+    assert set(stats["rows_dropped"]) >= {"null_text", "null_id", "no_match", "not_sampled", "bad_shard"}
 
     # every stage recomputed independently with MetaCLIP's reference matcher
     ref = ReferenceMatcher(ENTRIES)
     texts = table.column("TEXT").to_pylist()
     uids = table.column("uid").to_pylist()
-    null_text = sum(t is None for t in texts)
-    null_id = sum(t is not None and u is None for t, u in zip(texts, uids))
+    # the runner takes rows without an id out before the stage sees them: null_id comes first
+    null_id = sum(u is None for u in uids)
+    null_text = sum(t is None and u is not None for t, u in zip(texts, uids))
     valid = [i for i in range(len(texts)) if texts[i] is not None and uids[i] is not None]
     matches = {i: ref.match_one(texts[i]) for i in valid}
     no_match = sum(1 for i in valid if not matches[i])
-    assert stats["rows_dropped"]["null text"] == null_text > 0
-    assert stats["rows_dropped"]["null id"] == null_id > 0
-    assert stats["rows_dropped"]["no match"] == no_match > 0
-    assert stats["rows_dropped"]["not sampled"] > 0
+    assert stats["rows_dropped"]["null_text"] == null_text > 0
+    assert stats["rows_dropped"]["null_id"] == null_id > 0
+    assert stats["rows_dropped"]["no_match"] == no_match > 0
+    assert stats["rows_dropped"]["not_sampled"] > 0
     ref_counts = np.zeros(len(ENTRIES), np.uint64)
     for ids in matches.values():
         ref_counts[ids] += 1
@@ -144,9 +147,9 @@ def test_p_and_target_size(tmp_path, table):
     src = write_layout(table, tmp_path / "in", 3, seed=0)
     s_p = curate([src], tmp_path / "p", metadata=ENTRIES, p=0.3, progress=False)
     c = np.load(tmp_path / "p" / "entry_counts.npy")
-    assert s_p["t"] == p_to_t(c, 0.3) and s_p["threshold_from"] == "p"
+    assert s_p["curate"]["t"] == p_to_t(c, 0.3) and s_p["curate"]["threshold_from"] == "p"
     s_n = curate([src], tmp_path / "n", metadata=ENTRIES, target_size=1500, progress=False)
-    assert s_n["expected_size"] == pytest.approx(1500, rel=1e-6)
+    assert s_n["curate"]["expected_size"] == pytest.approx(1500, rel=1e-6)
     sigma = np.sqrt(1500)
     assert abs(s_n["rows_kept"] - 1500) < 4 * sigma
     with pytest.raises(InputError, match="at most one"):
@@ -185,7 +188,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode,k", [("count", 2), ("write", 3), ("select", 1), ("final", 0)])
+@pytest.mark.parametrize("mode,k", [("scan", 2), ("write", 3), ("process", 1), ("final", 0)])
 def test_killed_run_resumes_to_identical_outputs(tmp_path, table, mode, k):
     src = write_layout(table, tmp_path / "in", 5, seed=4)
     ref_out = tmp_path / "ref"
@@ -216,11 +219,11 @@ def test_cli_killed_at_a_random_moment_resumes_to_identical_outputs(tmp_path, ta
     meta.write_text("\n".join(ENTRIES) + "\n")
     args = [str(src), "--metadata", str(meta), "--t", "9", "--seed", "11", "--batch-size", "300", "--no-progress"]
     ref = tmp_path / "ref"
-    from fastcurate.stages.curate.cli import main
+    from fastcurate.cli import main
 
     assert main(["curate", *args, "--out", str(ref)]) == 0
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fastcurate.stages.curate.cli", "curate", *args, "--out", str(out)]
+    cmd = [sys.executable, "-m", "fastcurate", "curate", *args, "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
@@ -234,10 +237,10 @@ def test_different_run_in_same_out_is_refused(tmp_path, table):
     src = write_layout(table, tmp_path / "in", 2, seed=0)
     out = tmp_path / "out"
     curate([src], out, metadata=ENTRIES, t=12, progress=False)
-    with pytest.raises(InputError, match="different inputs or options"):
+    with pytest.raises(InputError, match="other inputs or options"):
         curate([src], out, metadata=ENTRIES, t=13, progress=False)
     s = curate([src], out, metadata=ENTRIES, t=13, progress=False, overwrite=True)
-    assert s["t"] == 13
+    assert s["curate"]["t"] == 13
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("mine")
     with pytest.raises(InputError, match="not a fastcurate"):
@@ -276,8 +279,8 @@ def test_bad_shards_raise_or_are_skipped_and_recorded(tmp_path, table):
     assert set(bad) == {truncated.name, corrupted.name}
     assert bad[truncated.name]["rows"] == 0  # footer gone: row count unknown
     assert bad[corrupted.name]["rows"] == rows_corrupted
-    assert bad[truncated.name]["stage"] == bad[corrupted.name]["stage"] == "count"
-    assert stats["rows_dropped"]["bad shard"] == rows_corrupted
+    assert bad[truncated.name]["phase"] == bad[corrupted.name]["phase"] == "scan"
+    assert stats["rows_dropped"]["bad_shard"] == rows_corrupted
     assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
     assert stats["shards_out"] == 2 and len(stats["outputs"]) == 2
 
@@ -297,12 +300,12 @@ def test_damage_in_a_column_only_the_select_pass_reads(tmp_path, table):
     data[start:start + 24] = b"\xff" * 24
     victim.write_bytes(bytes(data))
     rows_victim = len(t)
-    with pytest.raises(FormatError, match=victim.name + ".*select pass"):
+    with pytest.raises(FormatError, match=victim.name + ".*unreadable Parquet data"):
         curate([src], tmp_path / "o1", metadata=ENTRIES, t=12, progress=False)
     out = tmp_path / "o2"
     s = curate([src], out, metadata=ENTRIES, t=12, on_error="skip", progress=False)
-    assert [b["stage"] for b in s["bad_shards"]] == ["select"]
-    assert s["rows_dropped"]["bad shard"] == rows_victim
+    assert [b["phase"] for b in s["bad_shards"]] == ["process"]
+    assert s["rows_dropped"]["bad_shard"] == rows_victim
     assert s["rows_in"] == s["rows_kept"] + sum(s["rows_dropped"].values())
     assert len(read_out(out)) == s["rows_kept"] and s["shards_out"] == 2
     assert curate([src], out, metadata=ENTRIES, t=12, on_error="skip", progress=False) == s
@@ -312,12 +315,12 @@ def test_bad_columns_and_empty_input(tmp_path, table):
     d = tmp_path / "in"
     d.mkdir()
     pq.write_table(table.rename_columns(["uid", "caption_text", "n"]), d / "a.parquet")
-    with pytest.raises(InputError, match=r"a\.parquet.*no text column 'TEXT'.*\['uid', 'caption_text', 'n'\]"):
+    with pytest.raises(InputError, match=r"a\.parquet.*no caption \(text\) column 'TEXT'.*\['uid', 'caption_text', 'n'\].*--text-column"):
         curate([d], tmp_path / "o1", metadata=ENTRIES, text_column="TEXT", progress=False)
-    with pytest.raises(InputError, match=r"none of the usual text columns.*caption_text"):
+    with pytest.raises(InputError, match=r"none of the usual caption \(text\) columns.*caption_text.*--text-column"):
         curate([d], tmp_path / "o2", metadata=ENTRIES, progress=False)
     s = curate([d], tmp_path / "o3", metadata=ENTRIES, text_column="caption_text", progress=False)
-    assert s["text_column"] == "caption_text" and s["id_column"] == "uid"
+    assert s["columns"]["text"] == "caption_text" and s["columns"]["id"] == "uid"
 
     e = tmp_path / "ints"
     e.mkdir()
@@ -327,11 +330,11 @@ def test_bad_columns_and_empty_input(tmp_path, table):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InputError, match="no \\*.parquet files"):
+    with pytest.raises(InputError, match="holds no shard files"):
         curate([empty], tmp_path / "o5", metadata=ENTRIES, progress=False)
     pq.write_table(table.slice(0, 0), empty / "zero.parquet")
-    with pytest.raises(InputError, match="no rows"):
-        curate([empty], tmp_path / "o6", metadata=ENTRIES, progress=False)
+    s0 = curate([empty], tmp_path / "o6", metadata=ENTRIES, progress=False)  # valid, and said
+    assert s0["rows_in"] == 0 and any("no rows" in w for w in s0["warnings"])
     with pytest.raises(InputError, match="no such file"):
         curate([tmp_path / "missing.parquet"], tmp_path / "o7", metadata=ENTRIES, progress=False)
     # a shard that misses the column among good ones: named, and skippable
@@ -341,7 +344,7 @@ def test_bad_columns_and_empty_input(tmp_path, table):
     with pytest.raises(InputError, match=r"z_bad\.parquet.*\['uid', 'other'\]"):
         curate([mixed], tmp_path / "o8", metadata=ENTRIES, progress=False)
     s = curate([mixed], tmp_path / "o9", metadata=ENTRIES, on_error="skip", progress=False)
-    assert s["rows_dropped"]["bad shard"] == 1 and s["rows_in"] == len(table) + 1
+    assert s["rows_dropped"]["bad_shard"] == 1 and s["rows_in"] == len(table) + 1
 
 
 def test_output_inside_input_dir_is_not_read_back(tmp_path, table):
@@ -356,8 +359,9 @@ def test_integer_ids_and_globs(tmp_path, table):
     d = tmp_path / "in"
     write_layout(t, d, 3, seed=0)
     s = curate([str(d / "shard_*.parquet")], tmp_path / "o", metadata=ENTRIES, t=12, progress=False)
-    assert s["id_column"] == "key" and s["shards_in"] == 3
-    assert s["rows_dropped"]["null id"] == 0
+    assert s["columns"]["id"] == "key" and s["shards_in"] == 3
+    assert s["rows_dropped"]["null_id"] == 0
+    assert all(u.isdigit() for u in read_out(tmp_path / "o").column("uid").to_pylist())
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -367,30 +371,33 @@ CC3M = SHARED / "captions" / "cc3m_val.tsv"
 
 @pytest.mark.skipif(not LAION.exists(), reason=f"real data not found at {LAION} (needs ../shared beside the checkout)")
 def test_real_laion_end_to_end_cli(tmp_path, capsys):
-    from fastcurate.stages.curate.cli import main
+    from fastcurate.cli import main
     from fastcurate.metadata import load_metadata
 
     out = tmp_path / "laion"
     assert main(["curate", str(LAION), "--out", str(out), "--t", "20", "--no-progress"]) == 0
     summary = capsys.readouterr().out
-    assert "curated 10,000 rows" in summary
+    assert "curate: 10,000 rows in" in summary
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 10000 == stats["rows_kept"] + sum(stats["rows_dropped"].values())
-    assert stats["text_column"] == "TEXT" and stats["id_column"] == "URL"
+    assert stats["columns"]["text"] == "TEXT" and stats["columns"]["id"] == "URL" and stats["id_source"] == "url"
     # counts equal MetaCLIP's reference matcher over the default metadata
     entries = load_metadata()
     texts = pq.read_table(LAION, columns=["TEXT"]).column("TEXT").to_pylist()
     r = ReferenceMatcher(entries).match(texts)
     assert np.array_equal(np.load(out / "entry_counts.npy"), count_entries(r, len(entries)))
-    assert stats["expected_size"] == pytest.approx(expected_size(r, count_entries(r, len(entries)), 20.0), rel=1e-9)
+    assert stats["curate"]["expected_size"] == pytest.approx(expected_size(r, count_entries(r, len(entries)), 20.0), rel=1e-9)
     res = read_out(out)
-    in_cols = pq.ParquetFile(LAION).schema_arrow.names  # URL, TEXT and the pandas index column
-    assert len(res) == stats["rows_kept"] and res.column_names == in_cols + ["entry_ids"]
+    # uid (here the URL) first, the input's columns without the pandas index column, entry_ids last
+    assert "__index_level_0__" in pq.ParquetFile(LAION).schema_arrow.names
+    assert len(res) == stats["rows_kept"] and res.column_names == ["uid", "URL", "TEXT", "entry_ids"]
+    assert res.schema.metadata is None
+    assert res.column("uid").to_pylist() == res.column("URL").to_pylist()
     # default metadata and default t (20000 keeps every matched caption of a small pool)
     out2 = tmp_path / "laion_default"
     assert main(["curate", str(LAION), "--out", str(out2), "--no-progress"]) == 0
     s2 = json.loads((out2 / "stats.json").read_text())
-    assert s2["rows_dropped"]["not sampled"] == 0 and s2["rows_kept"] == 10000 - s2["rows_dropped"]["no match"]
+    assert s2["rows_dropped"]["not_sampled"] == 0 and s2["rows_kept"] == 10000 - s2["rows_dropped"]["no_match"]
 
 
 @pytest.mark.skipif(not CC3M.exists(), reason=f"real data not found at {CC3M} (needs ../shared beside the checkout)")
@@ -403,18 +410,19 @@ def test_real_cc3m_end_to_end(tmp_path):
     d = tmp_path / "cc3m"
     write_layout(tbl, d, 3, seed=0)
     stats = curate([d], tmp_path / "out", p=0.2, progress=False)  # img2dataset-style columns, default metadata
-    assert stats["text_column"] == "caption" and stats["id_column"] == "key"
+    assert stats["columns"]["text"] == "caption" and stats["columns"]["id"] == "key"
     assert stats["rows_in"] == len(tbl) == stats["rows_kept"] + sum(stats["rows_dropped"].values())
     assert 0 < stats["rows_kept"] < stats["rows_in"]
     c = np.load(tmp_path / "out" / "entry_counts.npy")
-    assert stats["t"] == p_to_t(c, 0.2)
-    probs = entry_probs(c, stats["t"])
-    assert abs(stats["rows_kept"] - stats["expected_size"]) < 4 * np.sqrt(stats["expected_size"])
+    cs = stats["curate"]
+    assert cs["t"] == p_to_t(c, 0.2)
+    probs = entry_probs(c, cs["t"])
+    assert abs(stats["rows_kept"] - cs["expected_size"]) < 4 * np.sqrt(cs["expected_size"])
     assert probs.min() < 1.0
 
 
 def test_metadata_build_cli(tmp_path, capsys):
-    from fastcurate.stages.curate.cli import main
+    from fastcurate.cli import main
 
     uni = tmp_path / "uni.txt"
     uni.write_text("zebra 500\ncat 50\n")
@@ -422,5 +430,32 @@ def test_metadata_build_cli(tmp_path, capsys):
     assert main(["metadata", "build", "--no-wordnet", "--unigram-counts", str(uni), "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == [str(i) for i in range(100)] + ["zebra"]
     assert "wrote 101 entries" in capsys.readouterr().out
-    assert main(["metadata", "build", "--wordnet", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["metadata", "build", "--wordnet", str(tmp_path), "--out", str(out)]) == 1
     assert "wordnet-base" in capsys.readouterr().err
+
+
+def test_index_output_equals_rows_output_and_writes_datacomps_subset(tmp_path, table):
+    from fastcurate.kernels.balance import uniform_draws, keep_probabilities
+
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    rows = curate([src], tmp_path / "rows", metadata=ENTRIES, t=12, seed=5, progress=False)
+    idx = curate([src], tmp_path / "idx", metadata=ENTRIES, t=12, seed=5, progress=False, output="index")
+    assert idx["rows_dropped"] == rows["rows_dropped"] and idx["rows_kept"] == rows["rows_kept"]
+    r, i = read_out(tmp_path / "rows"), read_out(tmp_path / "idx")
+    assert i.column_names == ["uid", "entry_ids", "draw"]
+    assert r.column("uid").to_pylist() == i.column("uid").to_pylist()
+    assert r.column("entry_ids").to_pylist() == i.column("entry_ids").to_pylist()
+    # the draw is the row's uniform: below its keep probability for every kept row
+    draws = i.column("draw").to_numpy()
+    assert np.array_equal(draws, uniform_draws(i.column("uid"), seed=5))
+    probs = entry_probs(np.load(tmp_path / "idx" / "entry_counts.npy"), 12.0)
+    ent = i.column("entry_ids").to_pylist()
+    offs = np.concatenate([[0], np.cumsum([len(e) for e in ent])]).astype(np.int64)
+    kp = keep_probabilities((offs, np.array([x for e in ent for x in e], np.int32)), probs)
+    assert (draws < kp).all()
+    # DataComp's subset file: sorted (u8, u8) halves of the 128-bit hex uids, as its baselines write it
+    sub = np.load(tmp_path / "idx" / "subset.npy")
+    ref = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in i.column("uid").to_pylist()], np.dtype("u8,u8"))
+    ref.sort()
+    assert sub.dtype == np.dtype("u8,u8") and np.array_equal(sub, ref)
+    assert idx["curate"]["subset_file"] == "subset.npy" and rows["curate"]["subset_file"] is None

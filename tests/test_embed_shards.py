@@ -13,31 +13,34 @@ import pytest
 from embed_fixtures import COCO, WDS, coco_photos, need_data, real_captions, tiny_bundle
 
 from fastcurate import TextEncoder, embed_shards, make_text_bundle
-from fastcurate.stages.embed.cli import add_subcommands, main
+from fastcurate.cli import main
 from fastcurate.errors import InputError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 
-def _read(out: Path, name: str):
-    emb = pq.read_table(out / f"{name}.emb.parquet")
-    drops = pq.read_table(out / f"{name}.drops.parquet")
-    done = json.loads((out / f"{name}.done.json").read_text())
-    return emb, drops, done
+def _read(out: Path, i: int = 0):
+    """Shard i's kept rows, its dropped rows, and the run's stats."""
+    emb = pq.read_table(out / f"part-{i:05d}.parquet")
+    drops = pq.read_table(out / "drops" / f"part-{i:05d}.parquet")
+    return emb, drops, json.loads((out / "stats.json").read_text())
 
 
 def test_real_webdataset_shards(tmp_path):
     pytest.importorskip("open_clip")
     need_data(WDS)
-    res = embed_shards([WDS], tiny_bundle(), tmp_path, progress=False, device="cpu")
-    assert len(res) == 4 and sum(r.rows_in for r in res) > 0
-    for r in res:
-        emb, drops, done = _read(tmp_path, r.shard)
-        assert done["rows_in"] == emb.num_rows + drops.num_rows == r.rows_in
+    stats = embed_shards([WDS], tiny_bundle(), tmp_path, progress=False, device="cpu")
+    assert stats["shards_out"] == 4 and stats["rows_in"] > 0
+    assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
+    total = 0
+    for i in range(4):
+        emb, drops, _ = _read(tmp_path, i)
+        total += emb.num_rows + drops.num_rows
         assert emb.schema.field("image_emb").type.value_type == pa.float16()
         e = np.array(emb.column("image_emb").to_pylist(), dtype=np.float32)
         assert e.shape[1] == 32 and np.allclose(np.linalg.norm(e, axis=1), 1, atol=2e-3)
+    assert total == stats["rows_in"]
     # these shards carry no captions: images are kept, text and score are null
     assert emb.column("clip_score").null_count == emb.num_rows
 
@@ -66,29 +69,28 @@ def test_mixed_tar_with_broken_images_and_resume(tmp_path):
     shard.parent.mkdir()
     _make_tar(shard, members)
     out = tmp_path / "out"
-    r1 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=4)[0]
-    emb, drops, done = _read(out, "mixed")
-    assert r1.rows_in == 10 and emb.num_rows == 7 and drops.num_rows == 3
+    s1 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=4)
+    emb, drops, _ = _read(out)
+    assert s1["rows_in"] == 10 and emb.num_rows == 7 and drops.num_rows == 3
     reasons = dict(zip(drops.column("uid").to_pylist(), drops.column("reason").to_pylist()))
-    assert reasons["bad000"].startswith("empty") and reasons["bad001"].startswith("truncated")
-    assert reasons["bad002"].startswith("no_image")
-    assert "U1" in emb.column("uid").to_pylist()
+    assert reasons == {"bad000": "empty_image", "bad001": "truncated_image", "bad002": "no_image"}
+    assert s1["rows_dropped"]["empty_image"] == s1["rows_dropped"]["truncated_image"] == 1
+    assert "U1" in emb.column("uid").to_pylist()  # a json uid names its sample
     assert emb.column("clip_score").null_count == 0
-    first = (out / "mixed.emb.parquet").read_bytes()
-    # resume: a finished shard is skipped...
-    r2 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu")[0]
-    assert r2.skipped
-    # ...and an interrupted one (no done.json; stale temp file) is redone to the same result
-    (out / "mixed.done.json").unlink()
-    (out / ".mixed.emb.parquet.tmp-999").write_bytes(b"partial")
-    r3 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=3)[0]
-    assert not r3.skipped
-    again = pq.read_table(out / "mixed.emb.parquet")
-    assert again.column("uid").equals(emb.column("uid"))
+    assert emb.column("txt").to_pylist()[-1] == "a png"  # the json caption when there is no .txt
+    # a finished run is not redone
+    before = (out / "part-00000.parquet").stat().st_mtime_ns
+    assert embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=4) == s1
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == before
+    # other options: another model batch size is another run (refused without --overwrite)
+    with pytest.raises(InputError, match="other inputs or options"):
+        embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=3, fast_preprocess=True)
+    s3 = embed_shards([shard], tiny_bundle(), out, progress=False, device="cpu", batch_size=3, overwrite=True)
+    again, _, _ = _read(out)
+    assert again.column("uid").equals(emb.column("uid")) and s3["rows_kept"] == 7
     a = np.array(again.column("image_emb").to_pylist(), np.float32)
     b = np.array(emb.column("image_emb").to_pylist(), np.float32)
-    assert np.allclose(a, b, atol=2e-3)  # batch size differs, fp16 storage
-    assert len(first) > 0
+    assert np.allclose(a, b, atol=2e-3)  # model batch size differs, fp16 storage
 
 
 def _png_bytes() -> bytes:
@@ -112,31 +114,30 @@ def test_parquet_bytes_and_paths(tmp_path):
                    "text": ["a", "b", "c", "d"]})
     pq.write_table(t2, tmp_path / "paths.parquet")
     out = tmp_path / "out"
-    res = {r.shard: r for r in embed_shards([tmp_path / "bytes.parquet", tmp_path / "paths.parquet"], tiny_bundle(),
-                                            out, progress=False, device="cpu")}
-    emb, drops, _ = _read(out, "bytes")
-    assert res["bytes"].rows_in == 7 and emb.num_rows == 5 and drops.num_rows == 2
+    stats = embed_shards([tmp_path / "bytes.parquet", tmp_path / "paths.parquet"], tiny_bundle(), out,
+                         progress=False, device="cpu")
+    emb, drops, _ = _read(out, 0)  # bytes.parquet sorts first
+    assert stats["rows_in"] == 11 and emb.num_rows == 5 and drops.num_rows == 2
     assert emb.column("text_emb").null_count == 1  # the row without caption keeps its image
     r = dict(zip(drops.column("uid").to_pylist(), drops.column("reason").to_pylist()))
-    assert r["u5"].startswith("undecodable") and r["u6"].startswith("missing")
-    emb2, drops2, _ = _read(out, "paths")
-    assert emb2.num_rows == 3 and drops2.column("reason")[0].as_py().startswith("unreadable")
-    with pytest.raises(InputError, match="column"):
+    assert r == {"u5": "undecodable", "u6": "no_image"}
+    emb2, drops2, _ = _read(out, 1)
+    assert emb2.num_rows == 3 and drops2.column("reason").to_pylist() == ["missing_file"]
+    assert drops2.column("uid").to_pylist() == ["paths:3"]  # no id, no URL: <file>:<row>
+    with pytest.raises(InputError, match=r"bytes\.parquet: no image column 'nope'.*--image-column"):
         embed_shards([tmp_path / "bytes.parquet"], tiny_bundle(), tmp_path / "o2", image_col="nope", progress=False)
 
 
 def test_cli_subcommands(tmp_path, capsys):
     pytest.importorskip("open_clip")
-    import argparse
-
-    ap = argparse.ArgumentParser()
-    add_subcommands(ap.add_subparsers(dest="cmd"))
-    a = ap.parse_args(["embed", str(need_data(WDS) / "image1.tar"), "--model", str(tiny_bundle()), "--out",
-                       str(tmp_path), "--device", "cpu", "--no-progress"])
-    assert a.func(a) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows_in"] > 0
-    assert main(["embed", str(tmp_path / "nope.tar"), "--model", str(tiny_bundle()), "--out", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    out = tmp_path / "o"
+    assert main(["embed", str(need_data(WDS) / "image1.tar"), "--model", str(tiny_bundle()), "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("embed: ") and "rows in ->" in printed
+    assert json.loads((out / "stats.json").read_text())["rows_in"] > 0
+    assert main(["embed", str(tmp_path / "nope.tar"), "--model", str(tiny_bundle()), "--out", str(tmp_path / "p")]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
 
 
 def _minilm_dir() -> Path:
@@ -156,9 +157,10 @@ def test_text_only_with_real_minilm_int8_onnx(tmp_path):
     caps = real_captions()[:300]
     t = pa.table({"TEXT": caps})
     pq.write_table(t, tmp_path / "caps.parquet")
-    res = embed_shards([tmp_path / "caps.parquet"], bundle, tmp_path / "out", progress=False, device="cpu")
-    emb, drops, _ = _read(tmp_path / "out", "caps")
-    assert res[0].rows_in == 300 == emb.num_rows + drops.num_rows
+    stats = embed_shards([tmp_path / "caps.parquet"], bundle, tmp_path / "out", progress=False, device="cpu")
+    emb, drops, _ = _read(tmp_path / "out")
+    assert stats["rows_in"] == 300 == emb.num_rows + drops.num_rows
+    assert emb.column("text_emb").type.list_size == 384
     assert "image_emb" not in emb.column_names
 
 

@@ -1,4 +1,4 @@
-"""Property tests: the C++ matcher against the naive reference of DESIGN.md's definition, on
+"""Property tests: the C++ matcher against the naive reference of the definition in docs/curate.md, on
 entries and texts drawn from an alphabet dense in the traps (spaces, the seven punctuation
 characters, tab/CR/LF, case, multi-byte UTF-8)."""
 

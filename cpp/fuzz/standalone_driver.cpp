@@ -1,5 +1,5 @@
-// Drives the fuzz target with random inputs when libFuzzer (clang) is not available, so that the
-// target is exercised under ASan+UBSan in every CI run. Usage: fuzz_matcher [--iterations=N]
+// Drives a fuzz target with random inputs when libFuzzer (clang) is not available, so that the
+// target is exercised under ASan+UBSan in every CI run. Usage: fuzz_<target> [--iterations=N]
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +26,6 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; ++i) buf.push_back(alphabet[rng() % sizeof(alphabet)]);
     LLVMFuzzerTestOneInput(buf.data(), buf.size());
   }
-  std::printf("fuzz_matcher: %ld random inputs, no mismatch\n", iterations);
+  std::printf("%s: %ld random inputs, no mismatch\n", argv[0], iterations);
   return 0;
 }

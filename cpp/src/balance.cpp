@@ -1,4 +1,4 @@
-// MetaCLIP counting and balanced sampling kernels (see balance.hpp and DESIGN.md).
+// MetaCLIP counting and balanced sampling kernels (see balance.hpp and docs/curate.md).
 #include "fastcurate/balance.hpp"
 #include "fastcurate/bytes.hpp"
 

@@ -1,4 +1,4 @@
-// The definition of DESIGN.md, written the obvious way, for the C++ tests and the fuzz target.
+// The matching definition of docs/curate.md, written the obvious way, for the C++ tests and the fuzz target.
 #pragma once
 
 #include <algorithm>

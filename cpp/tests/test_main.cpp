@@ -264,6 +264,10 @@ static void test_small_sort() {
 }
 
 #include "test_balance.inc"
+#include "test_text_filters.inc"
+#include "test_images.inc"
+#include "test_clip_bpe.inc"
+#include "test_cluster.inc"
 
 int main() {
   for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
@@ -277,6 +281,10 @@ int main() {
   test_substring();
   test_errors();
   test_balance();
+  test_text_filters();
+  test_images();
+  fc_test_clip::test_clip_bpe();
+  test_cluster();
   std::printf("fc_tests: all %d checks passed\n", g_checks);
   return 0;
 }

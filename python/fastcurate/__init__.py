@@ -1,7 +1,9 @@
 """fastcurate: fast, exact curation of web image-text pools into CLIP training sets.
 
 The hot loops are C++17 kernels (``fastcurate._core``); this package is their typed Python API.
-See the README for a tour and DESIGN.md for the semantics each stage reproduces.
+Layout: ``io`` (shard discovery, readers, atomic writers), ``kernels`` (the C++-backed kernels),
+``models`` (ONNX encoders), ``runner`` (the stage contract and its runners), ``stages`` (one folder
+per stage). See the README for a tour and docs/ for each stage's exact semantics.
 """
 
 from __future__ import annotations
@@ -20,19 +22,28 @@ from .kernels.balance import (
     uniform_draws,
 )
 from .stages.curate.stage import curate
+from .stages import judge
 from .stages.embed.stage import embed_shards
 from .models import (
     ClipEncoder,
     ClipTokenizer,
+    ImageEncoder,
     TextEncoder,
     clip_score,
     export_clip,
+    export_image_model,
     export_text_model,
     load_bundle,
     make_text_bundle,
 )
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
+from .kernels.kmeans import Assignment, KMeans
+from .kernels.silhouette import SilhouetteResult, silhouette
 from .metadata import build_metadata, load_metadata, save_metadata
+from .runner import Batch, Context, Result, Stage, run_stage
+from .pipeline import load_pipeline, run_pipeline
+from .report import build_report
+from . import report
 
 __version__ = "0.1.0"
 
@@ -46,6 +57,10 @@ __all__ = [
     "MatcherWarning",
     "MatchResult",
     "SpanResult",
+    "KMeans",
+    "Assignment",
+    "silhouette",
+    "SilhouetteResult",
     "build_metadata",
     "load_metadata",
     "save_metadata",
@@ -60,8 +75,19 @@ __all__ = [
     "hash_keys",
     "uniform_draws",
     "curate",
+    "run_stage",
+    "run_pipeline",
+    "load_pipeline",
+    "build_report",
+    "report",
+    "Stage",
+    "Batch",
+    "Result",
+    "Context",
+    "judge",
     "ClipEncoder",
     "ClipTokenizer",
+    "ImageEncoder",
     "TextEncoder",
     "clip_score",
     "embed_shards",

@@ -2,7 +2,7 @@
 //
 // A match result is CSR: the entry ids of text i are ids[offsets[i] .. offsets[i+1]).
 // These kernels hold no state and take no locks; every function is safe to call from many
-// threads at once on shared read-only inputs. No Python headers here (see DESIGN.md).
+// threads at once on shared read-only inputs. No Python headers here (see docs/runner.md, "C++ kernels").
 #pragma once
 
 #include <cstddef>

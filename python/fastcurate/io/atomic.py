@@ -1,70 +1,22 @@
-"""Input discovery and atomic output helpers for the curation pipeline."""
+"""Atomic writes: readers see either the old file or the whole new one, never a partial file."""
 
 from __future__ import annotations
 
-import glob
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
-from ..errors import InputError
-
-__all__ = ["discover_inputs", "pick_column", "atomic_write_bytes", "atomic_write_table", "atomic_path"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
+           "npy_bytes", "remove_stale_temps"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def discover_inputs(inputs: Sequence[PathLike]) -> List[Path]:
-    """Expand files, directories (recursively, ``*.parquet``) and globs into a sorted, de-duplicated
-    list of Parquet files. The order is by resolved path so that it does not depend on the order the
-    user lists them or the file system returns them."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    found = set()
-    for item in inputs:
-        s = os.fspath(item)
-        p = Path(s)
-        if p.is_dir():
-            hits = [q for q in p.rglob("*.parquet") if q.is_file() and not q.name.startswith((".", "_"))]
-            if not hits:
-                raise InputError(f"{p}: directory holds no *.parquet files")
-        elif p.is_file():
-            hits = [p]
-        elif glob.has_magic(s):
-            hits = [Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file()]
-            if not hits:
-                raise InputError(f"{s}: glob matches no files")
-        else:
-            raise InputError(f"{s}: no such file or directory")
-        found.update(q.resolve() for q in hits)
-    if not found:
-        raise InputError("no input files given")
-    return sorted(found)
-
-
-def pick_column(names: Sequence[str], given: Optional[str], candidates: Sequence[str], what: str, path: PathLike,
-                flag: str, required: bool = True) -> Optional[str]:
-    """The column to read: ``given`` if the file has it, else the first of ``candidates`` present.
-    Errors name the file, the columns it has and the flag that picks one; when nothing fits and
-    ``required`` is false, returns None."""
-    names = list(names)
-    if given is not None:
-        if given not in names:
-            raise InputError(f"{path}: no {what} column {given!r}; the columns are {names}; pass {flag} NAME")
-        return given
-    for c in candidates:
-        if c in names:
-            return c
-    if not required:
-        return None
-    raise InputError(
-        f"{path}: none of the usual {what} columns {list(candidates)} is present; the columns are {names}; "
-        f"pass {flag} NAME"
-    )
 
 
 def atomic_path(path: Path) -> Path:
@@ -109,3 +61,37 @@ def atomic_write_table(table: "pa.Table", path: PathLike, **kwargs: Any) -> None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    """JSON with sorted keys and a trailing newline (the same object gives the same bytes)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def npy_bytes(a: "np.ndarray") -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def atomic_write_npy(path: PathLike, a: "np.ndarray") -> None:
+    atomic_write_bytes(path, npy_bytes(a))
+
+
+def remove_stale_temps(*dirs: Path) -> int:
+    """Remove the temp files (``.NAME.XXXX.tmp``, see :func:`atomic_path`) a killed run left in
+    ``dirs`` (not recursive): they were never renamed into place, so they are garbage."""
+    n = 0
+    for d in dirs:
+        if d.is_dir():
+            for f in d.glob(".*.tmp"):
+                f.unlink(missing_ok=True)
+                n += 1
+    return n

@@ -1,7 +1,7 @@
 """The multi-pattern matcher: which metadata entries does each caption contain?
 
 ``mode="metaclip"`` equals MetaCLIP's reference ``substr_matching`` byte for byte (see
-DESIGN.md, "Matching semantics", and :mod:`fastcurate.reference` for the naive definition);
+docs/curate.md, "Matching semantics", and :mod:`fastcurate.kernels.reference` for the naive definition);
 ``mode="substring"`` is a classic Aho-Corasick that reports every overlapping occurrence.
 """
 

@@ -1,4 +1,4 @@
-"""Naive, obviously-correct Python references of the semantics in DESIGN.md.
+"""Naive, obviously-correct Python references of the semantics in docs/curate.md.
 
 These are the definitions the C++ kernels are tested against (and that users can read to know
 exactly what fastcurate computes). They are slow on purpose: clarity over speed.

@@ -2,12 +2,17 @@
 
 Layout (``manifest.json`` is the source of truth)::
 
-    manifest.json      format, kind ("clip" or "text"), source, embed_dim, variants -> files, checksums
-    preprocess.json    image size, resize mode, interpolation, mean, std      (clip bundles)
-    tokenizer.json     Hugging Face tokenizers file
+    manifest.json      format, kind ("clip", "text" or "image"), source, embed_dim, variants -> files, checksums
+    preprocess.json    image size, resize mode, interpolation, mean, std      (clip and image bundles)
+    tokenizer.json     Hugging Face tokenizers file                           (clip and text bundles)
+    labels.json        the classifier's class names, in logit order           (image bundles)
     image.onnx text.onnx               fp32
     image.fp16.onnx text.fp16.onnx     fp16 (weights and compute; inputs and outputs stay float32)
     image.int8.onnx text.int8.onnx     optional, dynamic int8 quantisation for CPUs
+
+An "image" bundle is an image classifier (e.g. EfficientNet-Lite0 on ImageNet): its ONNX graph has
+two outputs, the pooled features before the classifier (the embedding, L2-normalised by the runtime)
+and the class logits; ``labels.json`` names the classes.
 
 Bundles are written into a temporary sibling directory and renamed into place, so a crashed export
 never leaves a half-written bundle behind.
@@ -22,15 +27,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from ..errors import ModelError
 from .preprocess import PreprocessSpec
 
-__all__ = ["Bundle", "load_bundle", "write_manifest", "sha256_file", "BUNDLE_FORMAT", "atomic_bundle_dir"]
+__all__ = ["Bundle", "load_bundle", "write_manifest", "sha256_file", "BUNDLE_FORMAT", "KINDS", "atomic_bundle_dir"]
 
 BUNDLE_FORMAT = "fastcurate-embed-bundle"
 BUNDLE_VERSION = 1
+KINDS = ("clip", "text", "image")
+# keys every manifest has, and the ones each kind adds
+_REQUIRED = ("kind", "embed_dim", "variants", "files")
+_REQUIRED_BY_KIND = {"clip": ("tokenizer",), "text": ("tokenizer",), "image": ("outputs", "labels")}
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -48,6 +57,7 @@ class Bundle:
     root: Path
     manifest: Dict[str, Any]
     preprocess: Optional[PreprocessSpec] = None
+    _labels: Optional[List[str]] = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:
@@ -63,7 +73,25 @@ class Bundle:
 
     @property
     def tokenizer_path(self) -> Path:
+        if "tokenizer" not in self.manifest:
+            raise ModelError(f"bundle {self.root} is a {self.kind!r} bundle: it has no tokenizer (no text tower)")
         return self.root / self.manifest["tokenizer"]["file"]
+
+    @property
+    def labels(self) -> List[str]:
+        """The class names of an image bundle, in logit order (``labels.json``)."""
+        if self._labels is None:
+            if "labels" not in self.manifest:
+                raise ModelError(f"bundle {self.root} is a {self.kind!r} bundle: it has no class labels")
+            p = self.root / self.manifest["labels"]["file"]
+            try:
+                labels = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ModelError(f"bundle {self.root}: unreadable {p.name} ({e}); re-export the bundle") from None
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise ModelError(f"bundle {self.root}: {p.name} must be a JSON list of strings; re-export the bundle")
+            self._labels = labels
+        return list(self._labels)
 
     def model_path(self, tower: str, precision: str) -> Path:
         """Path of ``tower`` ("image" or "text") at ``precision`` ("fp32", "fp16", "int8")."""
@@ -104,14 +132,17 @@ def load_bundle(path: Union[str, Path], verify: bool = False) -> Bundle:
         raise ModelError(f"{mf}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
     if int(manifest.get("version", 0)) > BUNDLE_VERSION:
         raise ModelError(f"{mf}: bundle version {manifest.get('version')} is newer than this fastcurate; upgrade")
-    for key in ("kind", "embed_dim", "variants", "files", "tokenizer"):
+    kind = manifest.get("kind")
+    if kind not in KINDS:
+        raise ModelError(f"{mf}: kind {kind!r} is not one of {', '.join(KINDS)}; upgrade fastcurate or re-export")
+    for key in _REQUIRED + _REQUIRED_BY_KIND[kind]:
         if key not in manifest:
             raise ModelError(f"{mf}: missing key {key!r}; re-export the bundle")
     for name, digest in manifest["files"].items():
         if not (root / name).is_file():
             raise ModelError(f"bundle {root}: {name} is missing; re-export the bundle")
     spec = None
-    if manifest["kind"] == "clip":
+    if kind in ("clip", "image"):
         pp = root / "preprocess.json"
         if not pp.is_file():
             raise ModelError(f"bundle {root}: preprocess.json is missing")

@@ -1,12 +1,14 @@
-"""The runtime encoders: :class:`ClipEncoder` (images and texts) and :class:`TextEncoder` (texts only).
+"""The runtime encoders: :class:`ClipEncoder` (images and texts), :class:`TextEncoder` (texts only)
+and :class:`ImageEncoder` (an image classifier's embeddings and, on request, its top-k classes).
 
-Neither imports torch. Images are decoded and resized in a thread pool that runs ahead of the model
+None imports torch. Images are decoded and resized in a thread pool that runs ahead of the model
 by a bounded number of batches, so decoding overlaps inference (ONNX Runtime releases the GIL) and
-memory stays bounded however long the input stream is.
+memory stays bounded however long the input stream is. :class:`ClipEncoder` and
+:class:`ImageEncoder` share that pipeline (:class:`_ImagePipeline`), bad-image handling included.
 
 Thread safety: an encoder may be shared by threads for ``encode_texts``; ``encode_images`` /
-``iter_image_batches`` each use the encoder's decode pool and should be called from one thread at a
-time.
+``iter_image_batches`` / ``classify`` each use the encoder's decode pool and should be called from
+one thread at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .score import l2_normalize
 from .session import OrtSession, choose_providers
 from .tokenizer import ClipTokenizer, HFTokenizer
 
-__all__ = ["ClipEncoder", "TextEncoder", "ImageBatch"]
+__all__ = ["ClipEncoder", "TextEncoder", "ImageEncoder", "ImageBatch", "ImageClassification"]
 
 
 @dataclass
@@ -39,6 +41,23 @@ class ImageBatch:
     embeddings: np.ndarray  # float32 [n, d]; NaN rows where not ok
     ok: np.ndarray  # bool [n]
     reasons: List[Optional[str]]  # None where ok, else "<code>: <message>"
+    # ImageEncoder with top_k > 0: the k most probable classes, best first (ties: lower id first)
+    top_ids: Optional[np.ndarray] = None  # int32 [n, k]; -1 where not ok
+    top_scores: Optional[np.ndarray] = None  # float32 [n, k] softmax probabilities; NaN where not ok
+
+
+@dataclass
+class ImageClassification:
+    """What :meth:`ImageEncoder.classify` returns: embeddings and the top-k classes of each image."""
+
+    embeddings: np.ndarray  # float32 [n, d], L2-normalised; NaN rows for failed images
+    top_ids: np.ndarray  # int32 [n, k] class ids, best first; -1 for failed images
+    top_scores: np.ndarray  # float32 [n, k] softmax probabilities; NaN for failed images
+    labels: List[str]  # the bundle's class names, indexed by id
+
+    def top_labels(self, i: int) -> List[Tuple[str, float]]:
+        """``[(label, probability), ...]`` for image ``i``, best first (empty if it failed)."""
+        return [(self.labels[int(c)], float(p)) for c, p in zip(self.top_ids[i], self.top_scores[i]) if c >= 0]
 
 
 def _pick_precision(bundle: Bundle, precision: str, on_gpu: bool) -> str:
@@ -100,7 +119,148 @@ class _Base:
                           intra_op_threads=self.intra_op_threads, fp16=self.precision == "fp16")
 
 
-class ClipEncoder(_Base):
+class _ImagePipeline(_Base):
+    """The image side shared by :class:`ClipEncoder` and :class:`ImageEncoder`: a decode/resize
+    thread pool that runs at most ``prefetch`` batches ahead of the model, bad images reported per
+    item (never raised mid-stream), and the image session. Subclasses say how a batch of pixels
+    becomes embeddings (:meth:`_run_pixels`)."""
+
+    def _init_images(self, *, fast_preprocess: bool, exif_transpose: bool, max_pixels: int,
+                     decode_threads: Optional[int], batch_size: int, prefetch: int) -> None:
+        if batch_size < 1 or prefetch < 1:
+            raise InputError("batch_size and prefetch must be >= 1")
+        self.batch_size = int(batch_size)
+        self.prefetch = int(prefetch)
+        assert self.bundle.preprocess is not None  # load_bundle reads it for clip and image bundles
+        self.preprocessor = Preprocessor(self.bundle.preprocess, fast=fast_preprocess,
+                                         exif_transpose=exif_transpose, max_pixels=max_pixels)
+        self.decode_threads = int(decode_threads or os.cpu_count() or 1)
+        self._image_sess: Optional[OrtSession] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    # Sessions are created lazily: a text-only run never pays for loading the image tower.
+    @property
+    def image_session(self) -> OrtSession:
+        if self._image_sess is None:
+            self._image_sess = self._session("image")
+        return self._image_sess
+
+    @property
+    def providers(self) -> List[str]:
+        """The execution providers actually in use (of the image tower, loading it if needed)."""
+        return self.image_session.providers
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="fastcurate-decode")
+        return self._pool
+
+    def _decode_one(self, src: ImageSource, name: str) -> Tuple[Optional[np.ndarray], Optional[str]]:
+        try:
+            return self.preprocessor.load_uint8(src, name=name), None
+        except ImageError as e:
+            return None, f"{e.reason}: {e}"
+        except InputTypeError:
+            raise
+        except Exception as e:  # a decoder bug must drop the image, not kill a billion-row run
+            return None, f"undecodable: {name}: {type(e).__name__}: {e}"
+
+    def _run_pixels(self, x: np.ndarray, want_logits: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``float32 [n, 3, H, W]`` -> (L2-normalised embeddings, logits or None)."""
+        raise NotImplementedError
+
+    def _iter_batches(self, images: Iterable[ImageSource], names: Optional[Iterable[str]],
+                      batch_size: Optional[int], top_k: int) -> Iterator[ImageBatch]:
+        bs = int(batch_size or self.batch_size)
+        it, _ = _iter_sources(images)
+        name_it = iter(names) if names is not None else None
+        pool = self._get_pool()
+        inflight: deque = deque()
+        start = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < self.prefetch + 1:
+                chunk = list(islice(it, bs))
+                if not chunk:
+                    exhausted = True
+                    break
+                nm = [next(name_it) if name_it is not None else f"image[{start + i}]" for i in range(len(chunk))]
+                inflight.append((start, [pool.submit(self._decode_one, s, n) for s, n in zip(chunk, nm)]))
+                start += len(chunk)
+            if not inflight:
+                return
+            b_start, futs = inflight.popleft()
+            results = [f.result() for f in futs]
+            ok = np.array([r[0] is not None for r in results], dtype=bool)
+            n = len(results)
+            emb = np.full((n, self.embed_dim), np.nan, dtype=np.float32)
+            ids = np.full((n, top_k), -1, dtype=np.int32) if top_k else None
+            scores = np.full((n, top_k), np.nan, dtype=np.float32) if top_k else None
+            if ok.any():
+                u8 = np.stack([r[0] for r in results if r[0] is not None])
+                e, logits = self._run_pixels(self.preprocessor.normalize(u8), want_logits=top_k > 0)
+                emb[ok] = e
+                if top_k and logits is not None:
+                    ids[ok], scores[ok] = top_k_softmax(logits, top_k)
+            yield ImageBatch(b_start, emb, ok, [r[1] for r in results], top_ids=ids, top_scores=scores)
+
+    def _collect(self, images: Any, batch_size: Optional[int], on_error: str, progress: bool,
+                 top_k: int) -> List[ImageBatch]:
+        if on_error not in ("raise", "nan"):
+            raise InputError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
+        it, n = _iter_sources(images)
+        out: List[ImageBatch] = []
+        bar = _bar(n, "images", progress)
+        for b in self._iter_batches(it, None, batch_size, top_k):
+            if on_error == "raise" and not b.ok.all():
+                i = int(np.flatnonzero(~b.ok)[0])
+                from ..errors import FormatError
+
+                raise FormatError(f"{b.reasons[i]} (use on_error='nan' to keep going)")
+            out.append(b)
+            bar.update(len(b.ok))
+        bar.close()
+        return out
+
+    def encode_images(self, images: Any, batch_size: Optional[int] = None, on_error: str = "raise",
+                      progress: bool = False) -> np.ndarray:
+        """Embed ``images`` (paths, bytes, PIL images, or a pyarrow binary column) to ``float32 [n, d]``.
+
+        Rows are L2-normalised. ``on_error="raise"`` raises :class:`~fastcurate.errors.FormatError`
+        naming the first bad image; ``on_error="nan"`` leaves NaN rows for images that fail.
+        """
+        out = self._collect(images, batch_size, on_error, progress, 0)
+        if not out:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return np.concatenate([b.embeddings for b in out])
+
+
+def top_k_softmax(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most probable classes of each row of ``logits``: (int32 ids [n, k], float32
+    softmax probabilities [n, k]), best first (by logit); equal logits keep the lower id first."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    k = min(int(k), z.shape[1])
+    # Rank by logit, not by probability: tiny probabilities underflow to equal zeros, logits keep
+    # their order. A stable sort keeps exact ties in id order, so the result never depends on the batch.
+    order = np.argsort(-z, axis=1, kind="stable")[:, :k]
+    p = np.exp(np.take_along_axis(z, order, axis=1))
+    p /= np.exp(z).sum(axis=1, keepdims=True)
+    return order.astype(np.int32), p.astype(np.float32)
+
+
+class ClipEncoder(_ImagePipeline):
     """Image and text embeddings from a CLIP bundle made by :func:`fastcurate.export_clip`.
 
     Args:
@@ -135,28 +295,15 @@ class ClipEncoder(_Base):
         super().__init__(bundle, device, precision, intra_op_threads, verify)
         self.text_batch_size = int(text_batch_size)
         if self.bundle.kind != "clip":
-            raise ModelError(f"{self.bundle.root} is a {self.bundle.kind!r} bundle; use TextEncoder for it")
-        if batch_size < 1 or prefetch < 1:
-            raise InputError("batch_size and prefetch must be >= 1")
-        self.batch_size = int(batch_size)
-        self.prefetch = int(prefetch)
-        self.preprocessor = Preprocessor(self.bundle.preprocess, fast=fast_preprocess,
-                                         exif_transpose=exif_transpose, max_pixels=max_pixels)
-        self.decode_threads = int(decode_threads or os.cpu_count() or 1)
+            use = "ImageEncoder" if self.bundle.kind == "image" else "TextEncoder"
+            raise ModelError(f"{self.bundle.root} is a {self.bundle.kind!r} bundle; use {use} for it")
+        self._init_images(fast_preprocess=fast_preprocess, exif_transpose=exif_transpose, max_pixels=max_pixels,
+                          decode_threads=decode_threads, batch_size=batch_size, prefetch=prefetch)
         tcfg = self.bundle.manifest.get("text", {})
         self.context_length = int(tcfg.get("context_length", 77))
         self.text_variable_length = bool(tcfg.get("variable_length", False))
         self.tokenizer = ClipTokenizer(self.bundle.tokenizer_path, context_length=self.context_length)
-        self._image_sess: Optional[OrtSession] = None
         self._text_sess: Optional[OrtSession] = None
-        self._pool: Optional[ThreadPoolExecutor] = None
-
-    # Sessions are created lazily: a text-only run never pays for loading the image tower.
-    @property
-    def image_session(self) -> OrtSession:
-        if self._image_sess is None:
-            self._image_sess = self._session("image")
-        return self._image_sess
 
     @property
     def text_session(self) -> OrtSession:
@@ -164,36 +311,9 @@ class ClipEncoder(_Base):
             self._text_sess = self._session("text")
         return self._text_sess
 
-    @property
-    def providers(self) -> List[str]:
-        """The execution providers actually in use (of the image tower, loading it if needed)."""
-        return self.image_session.providers
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __enter__(self) -> "ClipEncoder":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def _get_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="fastcurate-decode")
-        return self._pool
-
-    def _decode_one(self, src: ImageSource, name: str) -> Tuple[Optional[np.ndarray], Optional[str]]:
-        try:
-            return self.preprocessor.load_uint8(src, name=name), None
-        except ImageError as e:
-            return None, f"{e.reason}: {e}"
-        except InputTypeError:
-            raise
-        except Exception as e:  # a decoder bug must drop the image, not kill a billion-row run
-            return None, f"undecodable: {name}: {type(e).__name__}: {e}"
+    def _run_pixels(self, x: np.ndarray, want_logits: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        sess = self.image_session
+        return l2_normalize(sess.run({sess.input_names[0]: x})), None
 
     def iter_image_batches(self, images: Iterable[ImageSource], names: Optional[Iterable[str]] = None,
                            batch_size: Optional[int] = None) -> Iterator[ImageBatch]:
@@ -202,59 +322,7 @@ class ClipEncoder(_Base):
         At most ``prefetch`` batches are decoded ahead of the model, so memory is bounded. Images
         that fail to decode are reported in ``ImageBatch.reasons`` and never stop the stream.
         """
-        bs = int(batch_size or self.batch_size)
-        it, _ = _iter_sources(images)
-        name_it = iter(names) if names is not None else None
-        pool = self._get_pool()
-        sess = self.image_session
-        inflight: deque = deque()
-        start = 0
-        exhausted = False
-        while True:
-            while not exhausted and len(inflight) < self.prefetch + 1:
-                chunk = list(islice(it, bs))
-                if not chunk:
-                    exhausted = True
-                    break
-                nm = [next(name_it) if name_it is not None else f"image[{start + i}]" for i in range(len(chunk))]
-                inflight.append((start, [pool.submit(self._decode_one, s, n) for s, n in zip(chunk, nm)]))
-                start += len(chunk)
-            if not inflight:
-                return
-            b_start, futs = inflight.popleft()
-            results = [f.result() for f in futs]
-            ok = np.array([r[0] is not None for r in results], dtype=bool)
-            emb = np.full((len(results), self.embed_dim), np.nan, dtype=np.float32)
-            if ok.any():
-                u8 = np.stack([r[0] for r in results if r[0] is not None])
-                x = self.preprocessor.normalize(u8)
-                emb[ok] = l2_normalize(sess.run({sess.input_names[0]: x}))
-            yield ImageBatch(b_start, emb, ok, [r[1] for r in results])
-
-    def encode_images(self, images: Any, batch_size: Optional[int] = None, on_error: str = "raise",
-                      progress: bool = False) -> np.ndarray:
-        """Embed ``images`` (paths, bytes, PIL images, or a pyarrow binary column) to ``float32 [n, d]``.
-
-        Rows are L2-normalised. ``on_error="raise"`` raises :class:`~fastcurate.errors.FormatError`
-        naming the first bad image; ``on_error="nan"`` leaves NaN rows for images that fail.
-        """
-        if on_error not in ("raise", "nan"):
-            raise InputError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
-        it, n = _iter_sources(images)
-        out: List[np.ndarray] = []
-        bar = _bar(n, "images", progress)
-        for b in self.iter_image_batches(it, batch_size=batch_size):
-            if on_error == "raise" and not b.ok.all():
-                i = int(np.flatnonzero(~b.ok)[0])
-                from ..errors import FormatError
-
-                raise FormatError(f"{b.reasons[i]} (use on_error='nan' to keep going)")
-            out.append(b.embeddings)
-            bar.update(len(b.ok))
-        bar.close()
-        if not out:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
-        return np.concatenate(out)
+        return self._iter_batches(images, names, batch_size, 0)
 
     def encode_texts(self, texts: Sequence[str], batch_size: Optional[int] = None,
                      progress: bool = False) -> np.ndarray:
@@ -265,13 +333,14 @@ class ClipEncoder(_Base):
         this gives the same embeddings as padding to the full context, for less compute.
         """
         bs = int(batch_size or self.text_batch_size)
-        ids = self.tokenizer(texts)
+        ids, lens = self.tokenizer.tokenize_with_lengths(texts)
         n = ids.shape[0]
         out = np.empty((n, self.embed_dim), dtype=np.float32)
         if n == 0:
             return out
         sess = self.text_session
-        lens = (ids != 0).sum(axis=1)
+        # The tokenizer's own lengths: id 0 is a real token, so counting non-zero ids would cut a
+        # row like "!%" before its end token, the position the tower pools at.
         order = np.argsort(lens, kind="stable") if self.text_variable_length else np.arange(n)
         bar = _bar(n, "texts", progress)
         for s in range(0, n, bs):
@@ -283,6 +352,100 @@ class ClipEncoder(_Base):
             bar.update(len(idx))
         bar.close()
         return out
+
+
+class ImageEncoder(_ImagePipeline):
+    """Embeddings, and on request the top-k classes, from an "image" bundle: an image classifier
+    exported by :func:`fastcurate.export_image_model` (e.g. EfficientNet-Lite0 on ImageNet).
+
+    The embedding is the classifier's pooled features (its penultimate layer), L2-normalised; the
+    classes come from its logits (softmax probabilities) and the bundle's ``labels.json``. Images
+    go through the bundle's own preprocessing, with the same decode pool, EXIF handling and bad-image
+    reasons as :class:`ClipEncoder`.
+
+    Args:
+        bundle: an "image" bundle directory.
+        device, precision, fast_preprocess, exif_transpose, max_pixels, decode_threads, batch_size,
+            prefetch, intra_op_threads, verify: as for :class:`ClipEncoder`.
+    """
+
+    def __init__(
+        self,
+        bundle: Union[str, Path, Bundle],
+        device: str = "auto",
+        precision: str = "auto",
+        *,
+        fast_preprocess: bool = False,
+        exif_transpose: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode_threads: Optional[int] = None,
+        batch_size: int = 32,
+        prefetch: int = 2,
+        intra_op_threads: Optional[int] = None,
+        verify: bool = False,
+    ) -> None:
+        super().__init__(bundle, device, precision, intra_op_threads, verify)
+        if self.bundle.kind != "image":
+            use = "ClipEncoder" if self.bundle.kind == "clip" else "TextEncoder"
+            raise ModelError(f"{self.bundle.root} is a {self.bundle.kind!r} bundle, not an image classifier; "
+                             f"use {use} for it")
+        self._init_images(fast_preprocess=fast_preprocess, exif_transpose=exif_transpose, max_pixels=max_pixels,
+                          decode_threads=decode_threads, batch_size=batch_size, prefetch=prefetch)
+        outs = self.bundle.manifest["outputs"]
+        self.features_output = str(outs["features"])
+        self.logits_output = str(outs["logits"])
+        self.normalize = bool(self.bundle.manifest.get("image", {}).get("normalize", True))
+        self.labels: List[str] = self.bundle.labels
+        self.num_classes = len(self.labels)
+        declared = self.bundle.manifest.get("num_classes")
+        if declared is not None and int(declared) != self.num_classes:
+            raise ModelError(f"bundle {self.bundle.root}: labels.json has {self.num_classes} names but the manifest "
+                             f"declares {declared} classes; re-export the bundle")
+
+    def _run_pixels(self, x: np.ndarray, want_logits: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        sess = self.image_session
+        feeds = {sess.input_names[0]: x}
+        if not want_logits:
+            f = sess.run(feeds, output=self.features_output)
+            return (l2_normalize(f) if self.normalize else f), None
+        f, logits = sess.run_many(feeds, [self.features_output, self.logits_output])
+        if logits.shape[1] != self.num_classes:
+            raise ModelError(f"bundle {self.bundle.root}: the model gives {logits.shape[1]} logits for "
+                             f"{self.num_classes} labels; re-export the bundle")
+        return (l2_normalize(f) if self.normalize else f), logits
+
+    def iter_image_batches(self, images: Iterable[ImageSource], names: Optional[Iterable[str]] = None,
+                           batch_size: Optional[int] = None, top_k: int = 0) -> Iterator[ImageBatch]:
+        """Stream images through decode (thread pool) and the model, batch by batch.
+
+        With ``top_k > 0`` each batch also carries ``top_ids`` / ``top_scores`` (the k most probable
+        classes; names in :attr:`labels`). Bad images are reported in ``ImageBatch.reasons`` and never
+        stop the stream.
+        """
+        if top_k < 0:
+            raise InputError(f"top_k must be >= 0, got {top_k}")
+        return self._iter_batches(images, names, batch_size, int(top_k))
+
+    def classify(self, images: Any, k: int = 5, batch_size: Optional[int] = None, on_error: str = "raise",
+                 progress: bool = False) -> ImageClassification:
+        """Embeddings and the ``k`` most probable classes (softmax probabilities) of ``images``.
+
+        ``on_error`` is as for :meth:`encode_images`: failed images get NaN embeddings, ids -1 and
+        NaN scores with ``"nan"``.
+        """
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        k = min(int(k), self.num_classes)
+        out = self._collect(images, batch_size, on_error, progress, k)
+        if not out:
+            return ImageClassification(np.zeros((0, self.embed_dim), np.float32), np.zeros((0, k), np.int32),
+                                       np.zeros((0, k), np.float32), self.labels)
+        return ImageClassification(
+            np.concatenate([b.embeddings for b in out]),
+            np.concatenate([b.top_ids for b in out if b.top_ids is not None]),
+            np.concatenate([b.top_scores for b in out if b.top_scores is not None]),
+            self.labels,
+        )
 
 
 class TextEncoder(_Base):
@@ -297,6 +460,8 @@ class TextEncoder(_Base):
         super().__init__(bundle, device, precision, intra_op_threads, verify)
         self.batch_size = int(batch_size)
         self._clip: Optional[ClipEncoder] = None
+        if self.bundle.kind == "image":
+            raise ModelError(f"{self.bundle.root} is an 'image' bundle (no text tower); use ImageEncoder for it")
         if self.bundle.kind == "clip":
             self._clip = ClipEncoder(self.bundle, device=device, precision=self.precision, text_batch_size=batch_size)
             return

@@ -6,6 +6,10 @@ open_clip's eval transform for a square model input is::
     CenterCrop(size)           # offsets int(round((h - size) / 2)), round-half-even
     convert("RGB"); ToTensor(); Normalize(mean, std)
 
+ImageNet classifiers (the "image" bundles) use the same transform with a larger resize than the crop
+(``resize_size``: ``Resize(256)``, ``CenterCrop(224)``, torchvision's eval transform), which is
+equally exact.
+
 :class:`Preprocessor` performs the same PIL calls in the same order and the same float32 arithmetic,
 so its output is bitwise equal to ``preprocess(img)`` for RGB, L, RGBA and LA images (the test suite
 checks this on real photos). Two things are done *before* that, on purpose, because open_clip's own
@@ -63,6 +67,9 @@ class PreprocessSpec:
     interpolation: str = "bicubic"
     mean: Tuple[float, float, float] = OPENAI_MEAN
     std: Tuple[float, float, float] = OPENAI_STD
+    # "shortest" only: the short side is resized to this, then the centre ``size`` is cropped.
+    # None means ``size`` (CLIP's transform); ImageNet classifiers use 256 for a 224 crop (0.875).
+    resize_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         size = self.size
@@ -78,6 +85,13 @@ class PreprocessSpec:
             )
         if self.resize_mode == "shortest" and self.size[0] != self.size[1]:
             raise InputError(f"resize_mode 'shortest' needs a square size, got {self.size}")
+        if self.resize_size is not None:
+            object.__setattr__(self, "resize_size", int(self.resize_size))
+            if self.resize_mode != "shortest":
+                raise InputError("resize_size applies to resize_mode 'shortest' (resize, then centre crop) only")
+            if self.resize_size < self.size[0]:
+                raise InputError(f"resize_size {self.resize_size} is smaller than the crop {self.size[0]}; "
+                                 "it must be at least the model's input size")
         if self.interpolation not in ("bicubic", "bilinear", "nearest"):
             raise InputError(f"interpolation {self.interpolation!r} is not one of bicubic, bilinear, nearest")
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -88,7 +102,14 @@ class PreprocessSpec:
         d["size"] = list(self.size)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.resize_size is None:  # CLIP bundles keep their preprocess.json unchanged
+            del d["resize_size"]
         return d
+
+    @property
+    def short_side(self) -> int:
+        """The short side after the resize (before the centre crop)."""
+        return int(self.resize_size if self.resize_size is not None else self.size[0])
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "PreprocessSpec":
@@ -98,6 +119,7 @@ class PreprocessSpec:
             interpolation=d.get("interpolation", "bicubic"),
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
+            resize_size=d.get("resize_size"),
         )
 
 
@@ -227,10 +249,11 @@ class Preprocessor:
             img = img.resize((tw, th), self._resample)
         else:
             # torchvision's _compute_resized_output_size: int() truncation of the long side.
+            s = self.spec.short_side
             if w <= h:
-                nw, nh = th, int(th * h / w)
+                nw, nh = s, int(s * h / w)
             else:
-                nw, nh = int(th * w / h), th
+                nw, nh = int(s * w / h), s
             img = img.resize((nw, nh), self._resample)
             top = int(round((nh - th) / 2.0))
             left = int(round((nw - tw) / 2.0))
@@ -239,7 +262,11 @@ class Preprocessor:
 
     def load_uint8(self, src: ImageSource, name: str = "image") -> np.ndarray:
         """Decode and resize one image to ``uint8 [H, W, 3]``; raises :class:`ImageError`."""
-        draft = self.spec.size if self.fast else None
+        # the DCT-downscaled image must keep the short side at least the resize target
+        draft = None
+        if self.fast:
+            s = self.spec.short_side
+            draft = self.spec.size if self.spec.resize_mode == "squash" else (s, s)
         img = decode_image(src, name=name, exif_transpose=self.exif_transpose, max_pixels=self.max_pixels,
                            draft_size=draft)
         try:

@@ -92,14 +92,19 @@ class OrtSession:
 
     def run(self, feeds: Dict[str, np.ndarray], output: Optional[str] = None) -> np.ndarray:
         """Run and return the first (or the named) output as numpy."""
-        name = output or self.output_names[0]
+        return self.run_many(feeds, [output or self.output_names[0]])[0]
+
+    def run_many(self, feeds: Dict[str, np.ndarray], outputs: Sequence[str]) -> List[np.ndarray]:
+        """Run and return the named outputs as numpy, in that order."""
+        names = list(outputs)
         if not self.on_gpu:
-            return self.sess.run([name], feeds)[0]
+            return list(self.sess.run(names, feeds))
         # GPU: bind inputs/outputs explicitly so ORT does one host->device copy per input and one
-        # device->host copy of the (small) embedding, and never re-allocates between batches.
+        # device->host copy of each (small) output, and never re-allocates between batches.
         binding = self.sess.io_binding()
         for k, v in feeds.items():
             binding.bind_cpu_input(k, np.ascontiguousarray(v))
-        binding.bind_output(name, "cuda")
+        for name in names:
+            binding.bind_output(name, "cuda")
         self.sess.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return list(binding.copy_outputs_to_cpu())

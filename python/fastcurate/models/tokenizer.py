@@ -1,15 +1,17 @@
 """Text tokenisers for the ONNX text towers, without torch.
 
 :class:`ClipTokenizer` reproduces open_clip's ``SimpleTokenizer`` (ids, truncation, padding) exactly.
-The BPE itself runs in Hugging Face ``tokenizers`` (Rust, multi-threaded); the text cleaning that
-open_clip applies before BPE (ftfy, HTML unescaping, whitespace collapsing, lower-casing) is done
-here in Python with the very same functions, because re-implementing ``ftfy`` or Python's notion of
-whitespace and lower case in another engine is where silent mismatches come from.
+A C++ kernel (``fastcurate._core.ClipBpe``) does the whole job for captions that are plain
+printable ASCII without HTML entities, where every cleaning step is provably trivial; the others
+are cleaned here with open_clip's very own functions (ftfy, ``html.unescape``, ``str.split``,
+``str.lower``) and split with its own regex, because re-implementing ``ftfy`` or Python's notion
+of whitespace and lower case for all of Unicode is where silent mismatches come from. Their
+pieces then go through the same C++ BPE.
 
 :class:`HFTokenizer` wraps any ``tokenizer.json`` (e.g. all-MiniLM-L6-v2's WordPiece) for text-only
 encoders.
 
-Thread safety: both classes are safe to call from several threads; ``tokenizers`` releases the GIL.
+Thread safety: both classes are safe to call from several threads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import gzip
 import html
 import json
 import re
-from itertools import chain
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -39,9 +40,6 @@ CLIP_SPLIT_PATTERN = r"""(?i)'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\
 # printable ASCII is a fixed point of both, which the test suite checks with hypothesis; skipping
 # them is what makes cleaning cheap for the bulk of web captions.
 _NEEDS_FTFY = re.compile(r"[^\x20-\x7e\t\n]|&")
-# The same test over a whole joined batch, whose separators are NULs (checked separately).
-_NEEDS_FTFY_BATCH = re.compile(r"[^\x00\x20-\x7e\t\n]|&")
-_NUL = re.compile("\x00")
 
 
 def _bytes_to_unicode() -> Dict[int, str]:
@@ -84,7 +82,7 @@ def build_clip_tokenizer_json(bpe_path: Union[str, Path], out_path: Union[str, P
     opener = gzip.open if bpe_path.suffix == ".gz" else open
     with opener(bpe_path, "rb") as f:
         lines = f.read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    merges: List[Tuple[str, str]] = [(a, b) for a, b in (m.split() for m in lines[1 : 49152 - 256 - 2 + 1])]
     byte_chars = list(_bytes_to_unicode().values())
     vocab_list = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
@@ -120,106 +118,112 @@ def _check_texts(texts: Sequence[str]) -> List[str]:
     return out
 
 
+def _load_bpe_tables(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """Byte symbols, merges (left, right, result ids in rank order) and specials of a CLIP tokenizer.json."""
+    try:
+        model = json.loads(path.read_text(encoding="utf-8"))["model"]
+        vocab: Dict[str, int] = model["vocab"]
+        raw_merges = model["merges"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path} is not a tokenizers JSON file with a BPE model ({e}); re-export the bundle") from None
+    if SOT not in vocab or EOT not in vocab:
+        raise ModelError(f"{path} is not a CLIP tokenizer (no {SOT}/{EOT} tokens)")
+    byte_chars = _bytes_to_unicode()
+    try:
+        byte_ids = np.array([vocab[byte_chars[b]] for b in range(256)], dtype=np.int32)
+        byte_end_ids = np.array([vocab[byte_chars[b] + "</w>"] for b in range(256)], dtype=np.int32)
+        # tokenizers writes a merge as "a b" (older versions) or ["a", "b"].
+        pairs = [m.split(" ") if isinstance(m, str) else m for m in raw_merges]
+        merges = np.array([(vocab[a], vocab[b], vocab[a + b]) for a, b in pairs], dtype=np.int32).reshape(-1, 3)
+    except (KeyError, ValueError) as e:
+        raise ModelError(f"{path}: the BPE merges use a token missing from the vocabulary ({e}); re-export the bundle") from None
+    return byte_ids, byte_end_ids, merges, vocab[SOT], vocab[EOT], max(vocab.values()) + 1
+
+
+def _texts_payload(texts: Any) -> Tuple[str, Any, int, Any]:
+    """``(kind, payload, n, arrow)`` for the kernel: a list of str as is, Arrow string arrays zero-copy."""
+    import pyarrow as pa
+
+    from ..kernels._texts import _chunk_spec
+
+    if isinstance(texts, str):
+        raise InputTypeError("texts must be a sequence of str, got a single str; wrap it in a list")
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+            raise InputTypeError(
+                f"texts is an Arrow array of type {texts.type}, expected string or large_string; "
+                "cast it with arr.cast(pyarrow.string())"
+            )
+        chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+        return "arrow", [_chunk_spec(c) for c in chunks], len(texts), texts
+    if isinstance(texts, np.ndarray):
+        if texts.ndim != 1:
+            raise InputTypeError(f"texts must be one-dimensional, got a numpy array of shape {texts.shape}")
+        texts = texts.tolist()
+    elif not isinstance(texts, (list, tuple)):
+        try:
+            texts = list(texts)
+        except TypeError:
+            raise InputTypeError(f"texts is a {type(texts).__name__}; expected a sequence of str") from None
+    return "list", texts, len(texts), None
+
+
 class ClipTokenizer:
     """Exact, torch-free equivalent of ``open_clip.get_tokenizer(<a CLIP model>)``.
 
     ``tok(texts)`` returns int64 ids ``[n, context_length]`` zero-padded like open_clip;
     ``tok(texts, pad_to="longest")`` pads only to the longest row (for variable-length text towers;
-    the ids of each row are unchanged).
+    the ids of each row are unchanged). ``texts`` is a sequence of str or a pyarrow string array
+    (read in place, without a copy).
 
-    Why it is fast: web captions are made of a small vocabulary of whitespace-separated chunks
-    ("dog,", "photo"), so ids are cached per chunk. A batch is joined into one string and split with
-    ``str.split`` (one C call); only unseen chunks go through open_clip's regex and the BPE (Rust).
-    Tokens never span whitespace, so a chunk's ids do not depend on its neighbours.
+    How: a C++ kernel (``fastcurate._core.ClipBpe``) tokenises every caption that is printable
+    ASCII (tab and newline allowed) with no HTML entity, which ftfy and ``html.unescape`` provably
+    leave alone: whitespace collapse, lower case, open_clip's split regex and the BPE merges, with a
+    cache of each piece's ids. For the other captions the kernel also decides whether ftfy and
+    ``html.unescape`` would change them (tables from :mod:`._ftfy_noop`); those they would not
+    change skip ftfy. The rest are cleaned here with open_clip's own functions (ftfy,
+    ``html.unescape``, ``str.split``, ``str.lower``) and split with its own regex; their pieces
+    then go through the same C++ BPE and cache. See docs/embed.md for why each shortcut is exact.
+
+    ``max_cache_words`` bounds the cache of BPE ids per piece (it is emptied when full, so memory
+    stays bounded on endless streams; refilling costs one BPE per piece).
+
+    Thread safety: safe to call from several threads (the kernel serialises calls on its cache).
     """
 
-    _SEP = "\x00"  # a chunk of its own between captions; cleaned captions never contain it
-    _MAX_CACHE = 2_000_000
-
-    def __init__(self, tokenizer_json: Union[str, Path], context_length: int = 77) -> None:
+    def __init__(self, tokenizer_json: Union[str, Path], context_length: int = 77,
+                 max_cache_words: int = 2_000_000) -> None:
         import regex
-        from tokenizers import Tokenizer, pre_tokenizers
+
+        from .. import _core
 
         path = Path(tokenizer_json)
         if not path.is_file():
             raise ModelError(f"tokenizer file {path} does not exist; re-export the bundle")
-        self._tok = Tokenizer.from_file(str(path))
         self.context_length = int(context_length)
         if self.context_length < 2:
             raise ModelError(f"context_length must be >= 2, got {context_length}")
-        self.sot_token_id = self._tok.token_to_id(SOT)
-        self.eot_token_id = self._tok.token_to_id(EOT)
-        if self.sot_token_id is None or self.eot_token_id is None:
-            raise ModelError(f"{path} is not a CLIP tokenizer (no {SOT}/{EOT} tokens)")
-        # BPE of single pre-split tokens: the split itself is done by open_clip's own regex below.
-        self._bpe = Tokenizer.from_file(str(path))
-        self._bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        self._bpe.post_processor = None
-        self._bpe.no_truncation()
-        self._bpe.no_padding()
+        byte_ids, byte_end_ids, merges, sot, eot, vocab_size = _load_bpe_tables(path)
+        self._bpe = _core.ClipBpe(byte_ids, byte_end_ids, merges, sot, eot, vocab_size, max_cache_words)
+        # Lets the kernel tell which non-ASCII captions ftfy would leave alone (built once per
+        # process from the installed ftfy and unicodedata; None if ftfy is not a version it covers).
+        from . import _ftfy_noop
+
+        ft = _ftfy_noop.build()
+        if ft is not None:
+            self._bpe.set_ftfy_tables(ft.code_points, ft.unsafe, ft.ccc, ft.masks, ft.alt_offsets, ft.alt_items)
+        self.sot_token_id = int(sot)
+        self.eot_token_id = int(eot)
         # The pattern and flags of open_clip.tokenizer.SimpleTokenizer, verbatim.
         self._pat = regex.compile(
             SOT + "|" + EOT + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE,
         )
-        self._cache: Dict[str, Tuple[int, ...]] = {}
-        self._reset_cache()
 
-    def _reset_cache(self) -> None:
-        self._cache.clear()
-        self._cache[self._SEP] = (-1,)
-
-    def _fill(self, chunks: List[str]) -> None:
-        new = [c for c in dict.fromkeys(chunks) if c not in self._cache]
-        if len(self._cache) + len(new) > self._MAX_CACHE:
-            self._reset_cache()  # bounded memory on endless pools; refilling costs little
-        findall = self._pat.findall
-        words = [findall(c) for c in new]
-        uniq = list(dict.fromkeys(w for ws in words for w in ws))
-        ids: Dict[str, Tuple[int, ...]] = {}
-        if uniq:
-            # One pre-tokenised call for all new words: per-call overhead, not BPE, dominates otherwise.
-            enc = self._bpe.encode(uniq, is_pretokenized=True, add_special_tokens=False)
-            flat = enc.ids
-            wid = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-            counts = np.bincount(wid, minlength=len(uniq)) if len(wid) else np.zeros(len(uniq), np.int64)
-            if (wid < 0).any() or (counts == 0).any():
-                raise RuntimeError("internal tokenizer error: a word produced no token")
-            ends = np.cumsum(counts).tolist()
-            starts = [0] + ends[:-1]
-            ids = {w: tuple(flat[a:b]) for w, a, b in zip(uniq, starts, ends)}
-        cache = self._cache
-        for c, ws in zip(new, words):
-            cache[c] = ids[ws[0]] if len(ws) == 1 else tuple(i for w in ws for i in ids[w])
-
-    def _joined(self, texts: List[str]) -> Tuple[str, List[int]]:
-        """The cleaned, lower-cased batch joined by separators; plus the captions kept out of it."""
-        sep = " " + self._SEP + " "
-        n = len(texts)
-        joined = sep.join(texts)
-        if joined.count(self._SEP) == n - 1 and _NEEDS_FTFY_BATCH.search(joined) is None:
-            # Plain printable ASCII everywhere (the common case): nothing to clean per caption.
-            return joined.lower(), []
-        # Locate the captions that need cleaning from the match positions in the joined string,
-        # rather than testing every caption: usually only a few percent of a pool are non-ASCII.
-        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n) + len(sep))
-        pos = [m.start() for m in _NEEDS_FTFY_BATCH.finditer(joined)]
-        if joined.count(self._SEP) != n - 1:  # a caption holds a NUL itself
-            nul = np.asarray([m.start() for m in _NUL.finditer(joined)], dtype=np.int64)
-            pos += np.setdiff1d(nul, ends[:-1] - 2).tolist()  # the separators' NULs sit at end - 2
-        parts = list(texts)
-        odd: List[int] = []
-        for i in np.unique(np.searchsorted(ends, np.asarray(pos, dtype=np.int64), side="right")).tolist():
-            if i >= n:
-                continue
-            p = _clean_nolower(texts[i])
-            if self._SEP in p:  # a NUL survived cleaning: encoded alone (see __call__)
-                odd.append(i)
-                p = ""
-            parts[i] = p
-        # Lower-casing the joined string equals lower-casing each caption: the separator is neither
-        # cased nor case-ignorable, so no context-dependent mapping (final sigma) crosses it.
-        return sep.join(parts).lower(), odd
+    @property
+    def cache_words(self) -> int:
+        """Number of pieces whose ids are cached."""
+        return int(self._bpe.cache_words)
 
     def __call__(self, texts: Sequence[str], pad_to: Union[str, int, None] = None) -> np.ndarray:
         """Tokenise ``texts`` to an int64 array; ``pad_to`` is None (context length), "longest" or an int.
@@ -227,67 +231,92 @@ class ClipTokenizer:
         Rows longer than the context are truncated as open_clip does (the last kept id becomes the
         end token); ``pad_to`` narrower than that is an error.
         """
-        texts = _check_texts(texts)
-        n = len(texts)
+        out, lengths = self._encode(texts)
         L = self.context_length
-        if n == 0:
-            return np.zeros((0, L if pad_to is None else 2), dtype=np.int64)
-        joined, odd = self._joined(texts)
-        chunks = joined.split()
-        get = self._cache.get
-        lists = list(map(get, chunks))
-        if None in lists:
-            self._fill(chunks)
-            get = self._cache.get
-            lists = list(map(get, chunks))
-        flat = np.fromiter(chain.from_iterable(lists), dtype=np.int64)
-        seps = np.flatnonzero(flat == -1)
-        if len(seps) != n - 1:  # cannot happen unless the invariants above are broken
-            raise RuntimeError("internal tokenizer error: caption separators lost")
-        starts = np.empty(n, np.int64)
-        starts[0] = 0
-        starts[1:] = seps + 1
-        ends = np.empty(n, np.int64)
-        ends[:-1] = seps
-        ends[-1] = len(flat)
-        lens = np.minimum(ends - starts, L - 2)
-        if odd:
-            slow = {i: self._encode_one(parts_i) for i, parts_i in zip(odd, (clean_caption(texts[i]) for i in odd))}
-            for i, ids in slow.items():
-                lens[i] = min(len(ids), L - 2)
+        if len(out) == 0:
+            return out if pad_to is None else np.zeros((0, 2), dtype=np.int64)
         if pad_to is None:
-            width = L
-        elif pad_to == "longest":
-            width = int(lens.max()) + 2
-        else:
-            width = int(pad_to)
-            if width < int(lens.max()) + 2:
-                raise InputError(f"pad_to={width} is shorter than the longest tokenised text ({int(lens.max()) + 2})")
-        out = np.zeros((n, width), dtype=np.int64)
-        out[:, 0] = self.sot_token_id
-        rows = np.repeat(np.arange(n), lens)
-        cols = np.arange(len(rows)) - np.repeat(np.cumsum(lens) - lens, lens)
-        if odd:
-            keep = ~np.isin(rows, odd)
-            rows, cols = rows[keep], cols[keep]
-        out[rows, cols + 1] = flat[starts[rows] + cols]
-        out[np.arange(n), lens + 1] = self.eot_token_id
-        if odd:
-            for i, ids in slow.items():
-                out[i, 1 : lens[i] + 1] = ids[: lens[i]]
-        return out
+            return out
+        longest = int(lengths.max())
+        if pad_to == "longest":
+            return np.ascontiguousarray(out[:, :longest])
+        width = int(pad_to)
+        if width < longest:
+            raise InputError(f"pad_to={width} is shorter than the longest tokenised text ({longest})")
+        if width <= L:
+            return np.ascontiguousarray(out[:, :width])
+        return np.pad(out, ((0, 0), (0, width - L)))
 
-    def _encode_one(self, cleaned: str) -> List[int]:
-        words = self._pat.findall(cleaned)
-        if not words:
-            return []
-        return [i for e in self._bpe.encode_batch(words, add_special_tokens=False) for i in e.ids]
+    def _encode(self, texts: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """The [n, context_length] ids and each row's length (start and end tokens included)."""
+        kind, payload, n, arrow = _texts_payload(texts)
+        out = np.zeros((n, self.context_length), dtype=np.int64)
+        if n == 0:
+            return out, np.zeros(0, dtype=np.int32)
+        lengths, status = self._bpe.tokenize(kind, payload, out, False)
+        slow = np.flatnonzero(status)
+        if slow.size:
+            self._python_rows(slow, status, payload if arrow is None else arrow, out, lengths)
+        return out, lengths
+
+    def _python_rows(self, rows: np.ndarray, status: np.ndarray, source: Any, out: np.ndarray,
+                     lengths: np.ndarray) -> None:
+        """Rows the kernel left: open_clip's own cleaning and split here, then the kernel's BPE."""
+        texts: List[str] = []
+        for i in rows.tolist():
+            if status[i] == 2:  # an Arrow null
+                raise InputError(f"texts[{i}] is null; open_clip cannot tokenise None (fill nulls with '')")
+            t = source[i]
+            if not isinstance(t, str):  # an Arrow scalar
+                try:
+                    t = t.as_py()
+                except UnicodeDecodeError as e:
+                    raise InputError(f"texts[{i}] is not valid UTF-8 ({e}); repair the column first") from None
+            if status[i] == 3:  # ftfy and html.unescape would return it unchanged
+                texts.append(" ".join(t.split()).lower())
+            else:
+                texts.append(_clean_nolower(t).lower())
+        L = self.context_length
+        # Cleaning often leaves plain ASCII ("&amp;" -> "&"): the kernel finishes those rows.
+        ascii_idx = [k for k, t in enumerate(texts) if t.isascii()]
+        rest = set(range(len(texts)))
+        if ascii_idx:
+            sub = np.zeros((len(ascii_idx), L), dtype=np.int64)
+            sub_len, sub_status = self._bpe.tokenize("list", [texts[k] for k in ascii_idx], sub, True)
+            ok = sub_status == 0
+            dst = rows[np.asarray(ascii_idx)[ok]]
+            out[dst] = sub[ok]
+            lengths[dst] = sub_len[ok]
+            rest.difference_update(np.asarray(ascii_idx)[ok].tolist())
+        if not rest:
+            return
+        order = sorted(rest)
+        findall = self._pat.findall
+        pieces = [findall(texts[k]) for k in order]
+        offsets, ids = self._bpe.encode_words([w for ws in pieces for w in ws])
+        w = 0
+        cap = L - 2
+        for k, ws in zip(order, pieces):
+            a, b = int(offsets[w]), int(offsets[w + len(ws)])
+            w += len(ws)
+            take = min(b - a, cap)
+            r = int(rows[k])
+            out[r, 0] = self.sot_token_id
+            out[r, 1 : 1 + take] = ids[a : a + take]
+            out[r, 1 + take] = self.eot_token_id
+            out[r, 2 + take :] = 0
+            lengths[r] = take + 2
+
+    def tokenize_with_lengths(self, texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+        """``(ids [n, context_length] int64, lengths [n] int32)``: each row's token count, start and end
+        tokens included. Use the lengths, not a count of non-zero ids: id 0 is a real token."""
+        return self._encode(texts)
 
     def encode_ids(self, texts: Sequence[str]) -> List[List[int]]:
         """Token ids of each text, with start/end tokens and truncation, unpadded."""
-        arr = self(texts, pad_to="longest")
-        lens = (arr != 0).sum(axis=1)
-        return [row[:k].tolist() for row, k in zip(arr, lens)]
+        out, lengths = self._encode(texts)
+        # Lengths, not "ids != 0": id 0 is a real token (the byte "!" inside a piece).
+        return [row[:k].tolist() for row, k in zip(out, lengths.tolist())]
 
 
 class HFTokenizer:

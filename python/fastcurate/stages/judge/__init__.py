@@ -1,0 +1,56 @@
+"""The cluster-quality judge (issue 10): DataComp's classifier prompt through an OpenAI-compatible
+LLM server, or an offline judge from measurable features. See docs/judge.md.
+
+Entry points (also reachable as ``fastcurate.judge``):
+
+- :func:`render_prompt` (closest, furthest=None) -> str: the shipped template, filled;
+- :func:`offline` (closest, furthest=None, embeddings=None) -> :class:`Judgment`;
+- :func:`judge_clusters` (clusters, backend) -> :class:`JudgeResult` (judgments table + report),
+  with the backends :class:`OfflineBackend` and :class:`OpenAIBackend`;
+- :func:`judge_report`, :func:`low_value_filter`, :func:`parse_answer`.
+"""
+
+from __future__ import annotations
+
+from .examples import TEMPLATE_EXAMPLES, TemplateExample, template_examples
+from .judge import (
+    FEATURES_TYPE,
+    JUDGMENT_SCHEMA,
+    ClusterRecord,
+    JudgeResult,
+    OfflineBackend,
+    OpenAIBackend,
+    judge_clusters,
+    judge_report,
+    low_value_filter,
+)
+from .junk import JUNK_RULES, is_junk, junk_flags
+from .offline import (
+    FEATURES,
+    MINILM_BASELINE,
+    OFFLINE_MODEL,
+    Judgment,
+    OfflineJudge,
+    OfflineThresholds,
+    minilm_encoder,
+    offline,
+)
+from .parse import ANSWER_SCHEMA, ERROR, HIGH, LABELS, LOW, UNPARSED, ParsedAnswer, parse_answer
+from .prompt import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_SAMPLES,
+    TEMPLATE_PATH,
+    escape_sample,
+    load_template,
+    prompt_sha256,
+    render_prompt,
+)
+
+__all__ = [
+    "render_prompt", "escape_sample", "load_template", "prompt_sha256", "TEMPLATE_PATH", "DEFAULT_SAMPLES",
+    "DEFAULT_MAX_CHARS", "parse_answer", "ParsedAnswer", "ANSWER_SCHEMA", "HIGH", "LOW", "LABELS", "UNPARSED",
+    "ERROR", "offline", "OfflineJudge", "OfflineThresholds", "Judgment", "FEATURES", "MINILM_BASELINE",
+    "OFFLINE_MODEL", "minilm_encoder", "junk_flags", "is_junk", "JUNK_RULES", "judge_clusters", "judge_report",
+    "low_value_filter", "ClusterRecord", "JudgeResult", "OfflineBackend", "OpenAIBackend", "JUDGMENT_SCHEMA",
+    "FEATURES_TYPE", "template_examples", "TemplateExample", "TEMPLATE_EXAMPLES",
+]
