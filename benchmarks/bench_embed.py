@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import importlib.util
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,8 @@ from typing import Callable, Dict, List
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 DATA = ROOT.parent / "shared" / "data"
 
 

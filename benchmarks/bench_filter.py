@@ -28,6 +28,7 @@ import csv
 import os
 import resource
 import statistics
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 
 from fastcurate.kernels.langid import bundled_model_path  # noqa: E402
 from fastcurate.kernels.text_filter import TextFilter, TextFilterConfig  # noqa: E402

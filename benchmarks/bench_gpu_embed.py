@@ -46,6 +46,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import importlib.util
 import sys
 import time
 import traceback
@@ -57,7 +58,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 SHARED = ROOT.parent / "shared" / "data"
 # A GPU session carries the data inside the checkout (../shared does not travel): see docs/embed.md.
 CARRIED = ROOT / ".gpu-data"

@@ -29,6 +29,7 @@ import os
 import resource
 import shutil
 import statistics
+import importlib.util
 import sys
 import threading
 import time
@@ -36,7 +37,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 CACHE = ROOT / ".bench"
 

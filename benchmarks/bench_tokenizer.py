@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import statistics
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Callable, Dict, List
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 DATA = ROOT.parent / "shared" / "data"
 
 

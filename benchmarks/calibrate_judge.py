@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import os
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 
 from fastcurate.stages.judge.calibrate import (  # noqa: E402
     build_labelled_clusters,

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _pool import build_metadata, caption_pool, real_captions  # noqa: E402
+from _pool import pool_inputs  # noqa: E402
 
 
 def write_column(path: Path, arr: pa.Array) -> None:
@@ -28,10 +28,11 @@ def main() -> None:
     ap.add_argument("prefix")
     ap.add_argument("--captions", type=int, default=1_000_000)
     ap.add_argument("--entries", type=int, default=500_000)
+    ap.add_argument("--pool", choices=["laion", "dense"], default="laion", help="see benchmarks/_pool.py")
     a = ap.parse_args()
-    caps = real_captions()
-    write_column(Path(a.prefix + ".entries"), pa.array(build_metadata(caps, a.entries)))
-    write_column(Path(a.prefix + ".texts"), caption_pool(caps, a.captions))
+    entries, texts, _ = pool_inputs(a.pool, a.captions, a.entries)
+    write_column(Path(a.prefix + ".entries"), pa.array(entries))
+    write_column(Path(a.prefix + ".texts"), texts)
 
 
 if __name__ == "__main__":

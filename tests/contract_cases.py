@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 
 ENTRIES = [f"w{k}" for k in range(60)] + ["new york", "york"]
 BUNDLE_ENV = "FASTCURATE_TEST_BUNDLE"
+# The embed case runs whatever bundle BUNDLE_ENV names: tests/test_embed_image.py reruns the
+# contract with an image-classifier bundle and `labels` from this variable.
+LABELS_ENV = "FASTCURATE_TEST_EMBED_LABELS"
 
 
 @dataclass
@@ -88,7 +91,8 @@ def _embed() -> Any:
     bundle = os.environ.get(BUNDLE_ENV)
     if not bundle:
         raise RuntimeError(f"set {BUNDLE_ENV} to a CLIP bundle (tests/embed_fixtures.tiny_bundle)")
-    return EmbedStage(bundle, device="cpu", model_batch_size=5)
+    labels = int(os.environ.get(LABELS_ENV) or 0)
+    return EmbedStage(bundle, device="cpu", model_batch_size=5, labels=labels)
 
 
 CASES: Dict[str, Callable[[], Case]] = {
@@ -189,6 +193,60 @@ def _dedup() -> Any:
 
 
 CASES["dedup"] = lambda: Case(dedup_table(60), _dedup, batch_size=11)
+
+
+def embedding_table(n: int, d: int = 16, k: int = 5, seed: int = 0) -> pa.Table:
+    """Rows of `fastcurate embed`'s output: k well-separated directions plus noise (float16 lists),
+    a few null and all-zero embeddings, captions."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d))
+    lab = rng.integers(0, k, size=n)
+    x = centres[lab] + 0.35 * rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = x.astype(np.float16)
+    x[4] = 0  # all zeros: no direction
+    flat = pa.array(x.reshape(-1), pa.float16())
+    mask = np.zeros(n, bool)
+    mask[2] = True  # null embedding
+    emb = pa.FixedSizeListArray.from_arrays(flat, d, mask=pa.array(mask))
+    return pa.table({"uid": pa.array([f"e{i:04d}" for i in range(n)]), "caption": [f"topic {t} item {i}" for i, t in enumerate(lab)],
+                     "image_emb": emb})
+
+
+def _cluster() -> Any:
+    from fastcurate.stages.cluster.stage import ClusterStage
+
+    return ClusterStage(k=5, samples=3, tsne_rows=0)
+
+
+CASES["cluster"] = lambda: Case(embedding_table(400), _cluster, float_columns=("cos_to_centroid",))
+
+
+def near_duplicate_embeddings(n: int, d: int = 16, seed: int = 0) -> pa.Table:
+    """embedding_table plus exact copies (equal embeddings under other uids: the kept one must not
+    depend on the layout) and slightly perturbed copies."""
+    t = embedding_table(n, d=d, k=4, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = t.column("image_emb").combine_chunks().values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, d)
+    src = rng.choice(np.arange(10, n), size=n // 5, replace=False)
+    y = x[src].copy()
+    y[len(y) // 2:] += 0.01 * rng.normal(size=(len(y) - len(y) // 2, d))
+    flat = pa.array(np.concatenate([x, y]).astype(np.float16).reshape(-1), pa.float16())
+    mask = np.zeros(n + len(y), bool)
+    mask[2] = True
+    emb = pa.FixedSizeListArray.from_arrays(flat, d, mask=pa.array(mask))
+    uids = t.column("uid").to_pylist() + [f"copy{i:04d}" for i in range(len(y))]
+    caps = t.column("caption").to_pylist() + [f"copy of {t.column('uid')[int(s)].as_py()}" for s in src]
+    return pa.table({"uid": uids, "caption": caps, "image_emb": emb})
+
+
+def _semdedup() -> Any:
+    from fastcurate.stages.semdedup.stage import SemDedupStage
+
+    return SemDedupStage(eps=0.02, k=4, eps_report=(0.001, 0.1))
+
+
+CASES["semdedup"] = lambda: Case(near_duplicate_embeddings(300), _semdedup)
 
 
 def group_table(n: int, seed: int = 0) -> pa.Table:

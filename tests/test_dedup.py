@@ -274,3 +274,16 @@ def test_real_photo_under_two_labels_is_found():
     r2 = dedup.near_duplicates(h2.phash, dhash=h2.dhash)
     m = len(copies)
     assert (r2.group[m:] == r2.group[:m]).all()
+
+
+def test_empty_and_all_invalid_inputs():
+    empty = np.zeros(0, dtype=np.uint64)
+    r = dedup.near_duplicates(empty, dhash=empty)
+    assert len(r) == 0 and r.n_groups == 0
+    r = dedup.near_duplicates(np.array([5, 5], np.uint64), valid=np.array([False, False]))
+    assert r.keep.tolist() == [True, True] and r.twin.tolist() == [0, 1]
+    c = dedup.content_hashes([None, None])
+    assert dedup.exact_duplicates(c).keep.tolist() == [True, True]
+    assert len(dedup.exact_duplicates(dedup.content_hashes([]))) == 0
+    with pytest.raises(InputError, match="valid must be a bool array"):
+        dedup.near_duplicates(np.zeros(3, np.uint64), valid=[1, 0, 1])

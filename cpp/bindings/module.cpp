@@ -25,6 +25,9 @@
 #include "fastcurate/matcher.hpp"
 #include "fastcurate/pairs.hpp"
 #include "fastcurate/phash.hpp"
+#include "fastcurate/embeddings.hpp"
+#include "fastcurate/semdedup.hpp"
+#include "fastcurate/silhouette.hpp"
 #include "fastcurate/simd.hpp"
 #include "fastcurate/text_rules.hpp"
 #include "fastcurate/unicode_class.hpp"
@@ -36,10 +39,10 @@ namespace {
 
 // ---------------------------------------------------------------------------------------------
 // Results cross into numpy without a copy: the vector moves to the heap and a capsule frees it.
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+template <class T, class A>
+py::array_t<T> to_numpy(std::vector<T, A>&& v) {
+  auto* heap = new std::vector<T, A>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T, A>*>(p); });
   return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {static_cast<py::ssize_t>(sizeof(T))}, heap->data(), owner);
 }
 
@@ -1101,6 +1104,239 @@ from several threads; the calls are serialised.)doc")
 }
 
 }  // namespace fc_clip_bind
+// Clustering kernels: silhouette (fastcurate/silhouette.hpp) and SemDeDup (fastcurate/semdedup.hpp).
+// fastcurate.kernels.silhouette / .semdedup wrap them. Embedding matrices are 2-D float16 /
+// float32 / float64 arrays whose rows are contiguous (np.memmap works: nothing is copied); every
+// other array must have the exact dtype. Buffers are taken with the GIL held, then released.
+namespace fc_cluster_bind {
+namespace py = pybind11;
+
+// Keeps the array referenced while the GIL is released.
+struct Emb {
+  py::array arr;
+  fastcurate::Rows rows;
+};
+
+Emb emb_of(const py::array& a, const char* what, int64_t index_base) {
+  const std::string w = what;
+  if (a.ndim() != 2) {
+    throw fastcurate::InputError(w + " must be a 2-D array (rows x dims), got ndim=" + std::to_string(a.ndim()));
+  }
+  const auto dt = a.dtype();
+  fastcurate::Rows r;
+  if (dt.kind() == 'f' && dt.itemsize() == 2) {
+    r.dtype = fastcurate::DType::F16;
+  } else if (dt.kind() == 'f' && dt.itemsize() == 4) {
+    r.dtype = fastcurate::DType::F32;
+  } else if (dt.kind() == 'f' && dt.itemsize() == 8) {
+    r.dtype = fastcurate::DType::F64;
+  } else {
+    throw std::invalid_argument(w + " must be float16, float32 or float64, got " + py::str(dt).cast<std::string>() +
+                                     "; convert it with " + w + ".astype(np.float32)");
+  }
+  if (dt.attr("byteorder").cast<std::string>() == ">") {
+    throw std::invalid_argument(w + " is big-endian; convert it with " + w + ".astype(" + w + ".dtype.newbyteorder('='))");
+  }
+  const auto item = static_cast<py::ssize_t>(dt.itemsize());
+  if (a.shape(0) > 1 && (a.strides(0) % item != 0 || a.strides(0) < a.shape(1) * item)) {
+    throw fastcurate::InputError(w + " rows are not laid out one after another; pass np.ascontiguousarray(" + w + ")");
+  }
+  if (a.shape(1) > 1 && a.strides(1) != item) {
+    throw fastcurate::InputError(w + " rows are not contiguous; pass np.ascontiguousarray(" + w + ")");
+  }
+  r.data = a.data();
+  r.n = a.shape(0);
+  r.d = a.shape(1);
+  r.stride = a.shape(0) > 1 ? a.strides(0) / item : a.shape(1);
+  r.index_base = index_base;
+  return Emb{a, r};
+}
+
+template <typename T> struct dt;
+template <> struct dt<int32_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int32"; };
+template <> struct dt<int64_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int64"; };
+template <> struct dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
+
+template <typename T>
+T* typed(const py::array& a, const char* what, int ndim, bool writable) {
+  const std::string w = what;
+  if (a.ndim() != ndim) {
+    throw fastcurate::InputError(w + " must be " + std::to_string(ndim) + "-D, got ndim=" + std::to_string(a.ndim()));
+  }
+  const auto d = a.dtype();
+  if (d.kind() != dt<T>::kind || d.itemsize() != static_cast<py::ssize_t>(sizeof(T)) ||
+      d.attr("byteorder").cast<std::string>() == ">") {
+    throw std::invalid_argument(w + " must have dtype " + dt<T>::name + ", got " + py::str(d).cast<std::string>() +
+                                     "; convert it with np.ascontiguousarray(" + w + ", dtype=np." + dt<T>::name + ")");
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    throw fastcurate::InputError(w + " must be C-contiguous; pass np.ascontiguousarray(" + w + ")");
+  }
+  if (writable && !a.writeable()) throw fastcurate::InputError(w + " must be writable");
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+void need_len(const py::array& a, int64_t n, const char* what, const char* of) {
+  if (a.shape(0) != n) {
+    throw fastcurate::InputError(std::string(what) + " has " + std::to_string(a.shape(0)) + " values, expected " +
+                                 std::to_string(n) + " (" + of + ")");
+  }
+}
+
+py::array_t<double> vec(int64_t n) { return py::array_t<double>(static_cast<py::ssize_t>(n)); }
+
+}  // namespace fc_cluster_bind
+
+inline void bind_cluster(pybind11::module_& m) {
+  namespace py = pybind11;
+  using namespace fc_cluster_bind;
+  using fastcurate::CancelToken;
+
+  m.def("dense_isa", []() { return std::string(fastcurate::dense_isa_name()); },
+        "The vector instruction set the clustering kernels use on this CPU: 'avx512', 'avx2' or 'scalar'.");
+
+  m.def(
+      "cosine_cluster_sums",
+      [](const py::array& x, const py::array& labels, const py::array& sums, const py::array& counts, int threads,
+         int64_t index_base) {
+        Emb e = emb_of(x, "embeddings", index_base);
+        const int32_t* lab = typed<int32_t>(labels, "labels", 1, false);
+        need_len(labels, e.rows.n, "labels", "one per embedding row");
+        double* S = typed<double>(sums, "sums", 2, true);
+        int64_t* C = typed<int64_t>(counts, "counts", 1, true);
+        const int32_t k = static_cast<int32_t>(counts.shape(0));
+        if (sums.shape(0) != k || sums.shape(1) != e.rows.d) {
+          throw fastcurate::InputError("sums must be (k, d) = (" + std::to_string(k) + ", " + std::to_string(e.rows.d) +
+                                       "); embeddings of another width cannot share these sums");
+        }
+        run_released(e.rows.n, [&](const CancelToken* cancel) {
+          fastcurate::cosine_cluster_sums(e.rows, lab, k, S, C, check_threads(threads), cancel);
+          return 0;
+        });
+      },
+      py::arg("x"), py::arg("labels"), py::arg("sums"), py::arg("counts"), py::arg("threads") = 0,
+      py::arg("index_base") = 0,
+      "Adds the L2-normalised rows of x into sums[label] (float64, k x d) and 1 into counts[label] (int64).");
+
+  m.def(
+      "silhouette_cosine_rows",
+      [](const py::array& x, const py::array& labels, const py::array& sums, const py::array& counts, int threads,
+         int64_t index_base) {
+        Emb e = emb_of(x, "embeddings", index_base);
+        const int32_t* lab = typed<int32_t>(labels, "labels", 1, false);
+        need_len(labels, e.rows.n, "labels", "one per embedding row");
+        const double* S = typed<double>(sums, "sums", 2, false);
+        const int64_t* C = typed<int64_t>(counts, "counts", 1, false);
+        const int32_t k = static_cast<int32_t>(counts.shape(0));
+        if (sums.shape(0) != k || sums.shape(1) != e.rows.d) {
+          throw fastcurate::InputError("sums must be (k, d) = (" + std::to_string(k) + ", " + std::to_string(e.rows.d) + ")");
+        }
+        auto s = vec(e.rows.n), a = vec(e.rows.n), b = vec(e.rows.n);
+        double *ps = s.mutable_data(), *pa = a.mutable_data(), *pb = b.mutable_data();
+        run_released(e.rows.n, [&](const CancelToken* cancel) {
+          fastcurate::silhouette_cosine_rows(e.rows, lab, S, C, k, ps, pa, pb, check_threads(threads), cancel);
+          return 0;
+        });
+        return py::make_tuple(s, a, b);
+      },
+      py::arg("x"), py::arg("labels"), py::arg("sums"), py::arg("counts"), py::arg("threads") = 0,
+      py::arg("index_base") = 0, "(s, a, b) of every row of x for the cosine distance, from the sums of all rows.");
+
+  m.def(
+      "silhouette_euclidean_full",
+      [](const py::array& x, const py::array& labels, int32_t k, int threads, int64_t symmetric_budget_bytes) {
+        Emb e = emb_of(x, "embeddings", 0);
+        const int32_t* lab = typed<int32_t>(labels, "labels", 1, false);
+        need_len(labels, e.rows.n, "labels", "one per embedding row");
+        auto s = vec(e.rows.n), a = vec(e.rows.n), b = vec(e.rows.n);
+        double *ps = s.mutable_data(), *pa = a.mutable_data(), *pb = b.mutable_data();
+        // Always on a worker thread: even small inputs are O(n^2 d) here.
+        run_released(std::max<int64_t>(e.rows.n, 1 << 20), [&](const CancelToken* cancel) {
+          fastcurate::silhouette_euclidean_full(e.rows, lab, k, ps, pa, pb, check_threads(threads),
+                                                symmetric_budget_bytes, cancel);
+          return 0;
+        });
+        return py::make_tuple(s, a, b);
+      },
+      py::arg("x"), py::arg("labels"), py::arg("k"), py::arg("threads") = 0,
+      py::arg("symmetric_budget_bytes") = int64_t(1) << 30, "(s, a, b) of every row: exact Euclidean silhouette.");
+
+  m.def(
+      "euclidean_distance_sums_add",
+      [](const py::array& q, const py::array& q_ids, const py::array& r, int64_t r_first, const py::array& r_labels,
+         const py::array& acc, int threads) {
+        Emb eq = emb_of(q, "query rows", 0);
+        Emb er = emb_of(r, "reference rows", r_first);
+        const int64_t* ids = typed<int64_t>(q_ids, "q_ids", 1, false);
+        need_len(q_ids, eq.rows.n, "q_ids", "one per query row");
+        const int32_t* lab = typed<int32_t>(r_labels, "r_labels", 1, false);
+        need_len(r_labels, er.rows.n, "r_labels", "one per reference row");
+        double* A = typed<double>(acc, "acc", 2, true);
+        if (acc.shape(0) != eq.rows.n) need_len(acc, eq.rows.n, "acc", "one row per query");
+        const int32_t k = static_cast<int32_t>(acc.shape(1));
+        run_released(std::max<int64_t>(eq.rows.n, 1 << 20), [&](const CancelToken* cancel) {
+          fastcurate::euclidean_distance_sums_add(eq.rows, ids, er.rows, r_first, lab, k, A, check_threads(threads),
+                                                  cancel);
+          return 0;
+        });
+      },
+      py::arg("q"), py::arg("q_ids"), py::arg("r"), py::arg("r_first"), py::arg("r_labels"), py::arg("acc"),
+      py::arg("threads") = 0,
+      "acc[i, r_labels[j]] += ||q_i - r_j|| (0 when q_ids[i] == r_first + j); acc is float64 (len(q), k).");
+
+  m.def(
+      "silhouette_from_sums",
+      [](const py::array& sums, const py::array& labels, const py::array& counts) {
+        const double* S = typed<double>(sums, "sums", 2, false);
+        const int32_t* lab = typed<int32_t>(labels, "labels", 1, false);
+        const int64_t* C = typed<int64_t>(counts, "counts", 1, false);
+        const int64_t mrows = sums.shape(0);
+        need_len(labels, mrows, "labels", "one per row of sums");
+        const int32_t k = static_cast<int32_t>(counts.shape(0));
+        if (sums.shape(1) != k) throw fastcurate::InputError("sums must have one column per cluster (len(counts))");
+        auto s = vec(mrows), a = vec(mrows), b = vec(mrows);
+        double *ps = s.mutable_data(), *pa = a.mutable_data(), *pb = b.mutable_data();
+        {
+          py::gil_scoped_release release;
+          fastcurate::silhouette_from_sums(S, mrows, lab, C, k, ps, pa, pb);
+        }
+        return py::make_tuple(s, a, b);
+      },
+      py::arg("sums"), py::arg("labels"), py::arg("counts"), "(s, a, b) from per-cluster distance sums.");
+
+  m.def(
+      "semdedup",
+      [](const py::array& rows, const py::array& offsets, const py::object& centroids, double threshold,
+         const std::string& compare_to, int threads, int64_t index_base) {
+        Emb e = emb_of(rows, "embeddings", index_base);
+        const int64_t* off = typed<int64_t>(offsets, "offsets", 1, false);
+        if (offsets.shape(0) < 1) throw fastcurate::InputError("offsets must hold n_clusters + 1 values");
+        const int64_t n_clusters = offsets.shape(0) - 1;
+        std::optional<Emb> ce;
+        if (!centroids.is_none()) ce = emb_of(py::reinterpret_borrow<py::array>(centroids), "centroids", 0);
+        fastcurate::SemDedupOptions opt;
+        opt.threshold = threshold;
+        if (compare_to == "all") {
+          opt.compare_to = fastcurate::CompareTo::All;
+        } else if (compare_to == "kept") {
+          opt.compare_to = fastcurate::CompareTo::Kept;
+        } else {
+          throw fastcurate::InputError("compare_to must be 'all' (the paper) or 'kept', got '" + compare_to + "'");
+        }
+        opt.threads = check_threads(threads);
+        fastcurate::SemDedupResult r = run_released(std::max<int64_t>(e.rows.n, 1 << 20), [&](const CancelToken* cancel) {
+          return fastcurate::semdedup(e.rows, off, n_clusters, ce ? &ce->rows : nullptr, opt, cancel);
+        });
+        py::dict stats;
+        stats["tiles_total"] = r.tiles_total;
+        stats["tiles_skipped"] = r.tiles_skipped;
+        stats["exact_pairs"] = r.exact_pairs;
+        return py::make_tuple(to_numpy(std::move(r.max_sim)), to_numpy(std::move(r.twin)), stats);
+      },
+      py::arg("rows"), py::arg("offsets"), py::arg("centroids"), py::arg("threshold"), py::arg("compare_to") = "all",
+      py::arg("threads") = 0, py::arg("index_base") = 0,
+      "SemDeDup over clusters laid out in keep order: (max_sim, twin, stats); max_sim is NaN and twin -1 for kept rows.");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Pair mining within groups (fastcurate/pairs.hpp): candidate pairs capped per group by a
@@ -1261,6 +1497,7 @@ PYBIND11_MODULE(_core, m) {
   bind_images(m);
   bind_pairs(m);
   fc_clip_bind::bind(m);
+  bind_cluster(m);
 
   m.def("simd_name", &simd::active_name, "The vectorised code path in use: 'sse2' or 'scalar'.");
   m.def("simd_available", []() { return simd::kCompiled; }, "Whether a vectorised path was compiled in.");

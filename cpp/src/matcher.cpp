@@ -1,6 +1,7 @@
 #include "fastcurate/matcher.hpp"
 
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "byte_engine.hpp"
@@ -13,7 +14,12 @@ namespace fastcurate {
 
 namespace {
 constexpr char kMagic[8] = {'F', 'C', 'M', 'A', 'T', 'C', 'H', '\0'};
-constexpr uint32_t kVersion = 1;
+// Version 2 (this build) places the vocabulary and transition tables with new hash functions;
+// the layout is that of version 1. Loading places every token and edge again with this build's
+// hashes, so version 1 files still load; version 1 readers refuse version 2 files (they would
+// look tokens up where the old hashes put them).
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kOldestVersion = 1;
 constexpr size_t kHeaderSize = 32;  // magic, version, flags, payload size, checksum
 // Rows per unit of parallel work: small enough to balance load and to notice a cancel within
 // milliseconds, large enough that scheduling costs nothing.
@@ -80,50 +86,99 @@ Matcher::Matcher(const std::vector<std::string_view>& entries, MatcherOptions op
 MatchResult Matcher::match(const std::vector<TextColumn>& chunks, int threads, const CancelToken* cancel) const {
   int64_t total_rows = 0;
   const std::vector<Block> blocks = make_blocks(chunks, total_rows);
-  struct Part {
-    std::vector<int32_t> ids;
-    std::vector<int64_t> ends;  // per row, end of its ids within `ids`
-  };
-  std::vector<Part> parts(blocks.size());
+  const int64_t n_blocks = static_cast<int64_t>(blocks.size());
   const Impl& im = *impl_;
-  parallel_for_blocks(static_cast<int64_t>(blocks.size()), threads, cancel, [&](int64_t bi) {
+  // Each worker appends the ids of the blocks it takes to its own buffers, reused across blocks
+  // (no allocation per block, no memory shared between workers while they match); `where`
+  // records which worker holds each block and where, for the merge below.
+  struct Worker {
+    detail::IdBuffer ids;
+    result_vector<int64_t> ends{0};  // 0, then per row the end of its ids within `ids`
+    std::unique_ptr<detail::TokenEngine::Scratch> scratch;
+  };
+  struct Where {
+    int worker = 0;
+    size_t ids_begin = 0, ids_end = 0, ends_begin = 0;
+  };
+  const int n_workers = worker_count(n_blocks, threads);
+  std::vector<Worker> workers(static_cast<size_t>(n_workers));
+  for (size_t wi = 0; wi < workers.size(); ++wi) {
+    // Address space only: pages are touched as ids are written. 24 ids per row covers dense
+    // captions against a large metadata; beyond that a buffer grows by doubling. Worker 0's
+    // buffers become the result (see below), so they are reserved for all rows.
+    const size_t rows = static_cast<size_t>(wi == 0 ? total_rows : total_rows / n_workers + kBlockRows);
+    workers[wi].ids.reserve(rows * 24);
+    workers[wi].ends.reserve(wi == 0 ? rows + 1 : rows * 5 / 4);
+  }
+  std::vector<Where> where(blocks.size());
+  parallel_for_blocks_indexed(n_blocks, n_workers, cancel, [&](int64_t bi, int wi) {
     const Block& b = blocks[static_cast<size_t>(bi)];
     const TextColumn& col = chunks[b.chunk];
-    Part& part = parts[static_cast<size_t>(bi)];
-    part.ends.reserve(static_cast<size_t>(b.end - b.begin));
-    part.ids.reserve(static_cast<size_t>(b.end - b.begin) * 4);
+    Worker& w = workers[static_cast<size_t>(wi)];
+    Where& at = where[static_cast<size_t>(bi)];
+    at.worker = wi;
+    at.ids_begin = w.ids.size();
+    at.ends_begin = w.ends.size();  // where this block's row ends will go
     if (im.opt.mode == MatchMode::MetaClip) {
-      im.tok.match_rows(col, b.begin, b.end, part.ids, part.ends);
-      return;
-    }
-    for (int64_t i = b.begin; i < b.end; ++i) {
-      const uint8_t* p;
-      int64_t n;
-      if (col.get(i, p, n) && n > 0) {
-        const size_t base = part.ids.size();
-        im.byte.scan(p, n, [&](int32_t id, int64_t, int64_t) { part.ids.push_back(id); });
-        if (part.ids.size() - base > 1) {
-          std::sort(part.ids.begin() + static_cast<std::ptrdiff_t>(base), part.ids.end());
-          part.ids.erase(std::unique(part.ids.begin() + static_cast<std::ptrdiff_t>(base), part.ids.end()), part.ids.end());
+      if (!w.scratch) w.scratch.reset(new detail::TokenEngine::Scratch);
+      im.tok.match_rows(col, b.begin, b.end, w.ids, w.ends, *w.scratch);
+    } else {
+      std::vector<int32_t> row_ids;
+      for (int64_t i = b.begin; i < b.end; ++i) {
+        const uint8_t* p;
+        int64_t n;
+        if (col.get(i, p, n) && n > 0) {
+          row_ids.clear();
+          im.byte.scan(p, n, [&](int32_t id, int64_t, int64_t) { row_ids.push_back(id); });
+          std::sort(row_ids.begin(), row_ids.end());
+          row_ids.erase(std::unique(row_ids.begin(), row_ids.end()), row_ids.end());
+          int32_t* o = w.ids.room(row_ids.size());
+          if (!row_ids.empty()) std::memcpy(o, row_ids.data(), row_ids.size() * sizeof(int32_t));
+          w.ids.commit(o + row_ids.size());
         }
+        w.ends.push_back(static_cast<int64_t>(w.ids.size()));
       }
-      part.ends.push_back(static_cast<int64_t>(part.ids.size()));
     }
-  });
-  MatchResult r;
-  size_t total_ids = 0;
-  for (const Part& p : parts) total_ids += p.ids.size();
-  r.offsets.resize(static_cast<size_t>(total_rows) + 1);
-  r.ids.resize(total_ids);
-  r.offsets[0] = 0;
-  size_t row = 1;
-  int64_t at = 0;
-  for (Part& p : parts) {
-    if (!p.ids.empty()) std::memcpy(r.ids.data() + at, p.ids.data(), p.ids.size() * sizeof(int32_t));
-    for (int64_t e : p.ends) r.offsets[row++] = at + e;
-    at += static_cast<int64_t>(p.ids.size());
-    std::vector<int32_t>().swap(p.ids);  // free as we go: peak memory stays near one copy
+    at.ids_end = w.ids.size();
+  }, /*front_back=*/true);
+  // Worker 0 took blocks 0, 1, 2, ... in order (front_back): its buffers hold the result's
+  // prefix and become the result, so only the other workers' blocks are copied (in parallel,
+  // placed by prefix sums), into the address space reserved after it. With one worker nothing is
+  // copied. (Copying everything into a new result cost, here, as much again as writing the
+  // buffers: the first touch of fresh pages is not cheap.)
+  size_t prefix = 0;  // blocks [0, prefix) are worker 0's
+  while (prefix < blocks.size() && where[prefix].worker == 0) ++prefix;
+  std::vector<int64_t> ids_at(blocks.size() + 1, 0);
+  std::vector<int64_t> rows_at(blocks.size() + 1, 0);
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    ids_at[bi + 1] = ids_at[bi] + static_cast<int64_t>(where[bi].ids_end - where[bi].ids_begin);
+    rows_at[bi + 1] = rows_at[bi] + (blocks[bi].end - blocks[bi].begin);
   }
+  Worker& w0 = workers[0];
+  if (w0.ids.size() != static_cast<size_t>(ids_at[prefix]) || w0.ends.size() != static_cast<size_t>(rows_at[prefix]) + 1) {
+    throw std::logic_error("matcher: worker 0 holds more than the result's prefix");  // cannot happen
+  }
+  int32_t* ids = w0.ids.room(static_cast<size_t>(ids_at.back() - ids_at[prefix])) - ids_at[prefix];
+  w0.ends.resize(static_cast<size_t>(total_rows) + 1);  // uninitialised: filled below
+  int64_t* offsets = w0.ends.data();
+  const int64_t n_rest = n_blocks - static_cast<int64_t>(prefix);
+  parallel_for_blocks(n_rest, n_workers, nullptr, [&](int64_t k) {
+    const size_t bi = prefix + static_cast<size_t>(k);
+    const Where& at = where[bi];
+    const Worker& w = workers[static_cast<size_t>(at.worker)];
+    const int64_t base = ids_at[bi];
+    const size_t n = at.ids_end - at.ids_begin;
+    if (n != 0) std::memcpy(ids + base, w.ids.data() + at.ids_begin, n * sizeof(int32_t));
+    const int64_t rows = rows_at[bi + 1] - rows_at[bi];
+    int64_t* off = offsets + rows_at[bi] + 1;
+    const int64_t* e = w.ends.data() + at.ends_begin;
+    const int64_t shift = base - static_cast<int64_t>(at.ids_begin);
+    for (int64_t r = 0; r < rows; ++r) off[r] = e[r] + shift;
+  });
+  w0.ids.commit(ids + ids_at.back());
+  MatchResult r;
+  r.ids = w0.ids.take();
+  r.offsets = std::move(w0.ends);
   return r;
 }
 
@@ -214,9 +269,10 @@ Matcher Matcher::from_bytes(const uint8_t* data, size_t size) {
   std::memcpy(&flags, data + 12, 4);
   std::memcpy(&payload_size, data + 16, 8);
   std::memcpy(&sum, data + 24, 8);
-  if (version != kVersion) {
-    throw FormatError("matcher file has format version " + std::to_string(version) + ", this fastcurate reads version " +
-                      std::to_string(kVersion) + "; rebuild it from the metadata with this version");
+  if (version < kOldestVersion || version > kVersion) {
+    throw FormatError("matcher file has format version " + std::to_string(version) + ", this fastcurate reads versions " +
+                      std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) +
+                      "; rebuild it from the metadata with this version");
   }
   if (payload_size != size - kHeaderSize) {
     throw FormatError("matcher file is truncated or has trailing bytes: header says " + std::to_string(payload_size) +

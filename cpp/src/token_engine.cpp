@@ -30,33 +30,26 @@ void TokenEngine::vocab_insert_slot(int32_t tok) {
   const size_t n = voff_[static_cast<size_t>(tok) + 1] - voff_[static_cast<size_t>(tok)];
   const uint8_t* p = varena_.data() + voff_[static_cast<size_t>(tok)];
   uint64_t w0, w1;
-  uint64_t i = piece_hash<false>(p, n, p + n, w0, w1) & vmask_;
-  while (vslots_[i].tok >= 0) i = (i + 1) & vmask_;
-  vslots_[i] = VSlot{w0, w1, static_cast<uint32_t>(n), tok, -1, 0};
+  uint64_t b = vbucket_of(piece_hash<false>(p, n, p + n, w0, w1));
+  while (vslots_[2 * b + 1].tok >= 0) b = (b + 1) & vbmask_;
+  VSlot& s = vslots_[2 * b + (vslots_[2 * b].tok >= 0 ? 1 : 0)];  // slot 0 fills first
+  s = VSlot{w0, w1, static_cast<uint32_t>(n), tok, -1, 0};
 }
 
 void TokenEngine::grow_vocab() {
   const uint64_t cap = vslots_.empty() ? 1024 : vslots_.size() * 2;
-  vslots_.assign(cap, VSlot{0, 0, 0, -1, -1, 0});
-  vmask_ = cap - 1;
+  vslots_.assign(cap, kFreeSlot);
+  set_vocab_geometry();
   const int32_t n_tok = static_cast<int32_t>(voff_.size() - 1);
-  for (int32_t t = 0; t < n_tok; ++t) {
-    if (t != empty_tok_) vocab_insert_slot(t);
-  }
+  for (int32_t t = 0; t < n_tok; ++t) vocab_insert_slot(t);
 }
 
 int32_t TokenEngine::intern(const uint8_t* p, size_t n) {
   // The piece is already folded when ci_, so the case-sensitive lookup finds folded tokens.
-  if (n == 0) {
-    if (empty_tok_ < 0) {
-      empty_tok_ = static_cast<int32_t>(voff_.size() - 1);
-      voff_.push_back(varena_.size());
-    }
-    return empty_tok_;
-  }
-  const VSlot* found = lookup<false>(p, n, p + n);
+  const VSlot* found = lookup(p, n);
   if (found != nullptr) return found->tok;
   const int32_t tok = static_cast<int32_t>(voff_.size() - 1);
+  if (n == 0) empty_tok_ = tok;
   varena_.insert(varena_.end(), p, p + n);
   voff_.push_back(varena_.size());
   // Keep the load factor at or below 1/2: probes stay short on the hot path.
@@ -68,8 +61,20 @@ int32_t TokenEngine::intern(const uint8_t* p, size_t n) {
   return tok;
 }
 
+void TokenEngine::set_vocab_geometry() {
+  vmask_ = vslots_.size() - 1;
+  vbmask_ = vslots_.size() / 2 - 1;
+  vshift_ = shift_for(vslots_.size() / 2);
+}
+
+uint32_t TokenEngine::shift_for(size_t table_size) {
+  uint32_t log2 = 0;
+  while ((size_t{1} << log2) < table_size) ++log2;
+  return 64 - log2;
+}
+
 void TokenEngine::goto_insert(uint64_t key, int32_t next) {
-  uint64_t i = ghash(key) & gmask_;
+  uint64_t i = gslot_of(key);
   while (gslots_[i].key != kEmptyKey) i = (i + 1) & gmask_;
   gslots_[i] = GSlot{key, next, 0};
 }
@@ -87,11 +92,6 @@ void TokenEngine::sync_slots() {
     const State& st = states_[static_cast<size_t>(v.tok) + 1];
     v.out1 = st.out;
     v.nchild1 = st.nchild;
-  }
-  empty_slot_ = VSlot{0, 0, 0, -1, -1, 0};
-  if (empty_tok_ >= 0) {
-    const State& st = states_[static_cast<size_t>(empty_tok_) + 1];
-    empty_slot_ = VSlot{0, 0, 0, empty_tok_, st.out, st.nchild};
   }
 }
 
@@ -112,7 +112,9 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
     for (;;) {
       const size_t sp = entry.find(' ', start);
       std::string_view piece = entry.substr(start, sp == std::string_view::npos ? std::string_view::npos : sp - start);
-      if (!piece_can_match(piece)) {
+      // A piece of 2 GiB or more cannot occur in a row (rows are shorter), and its length
+      // would not fit a vocabulary slot.
+      if (!piece_can_match(piece) || piece.size() > static_cast<size_t>(INT32_MAX)) {
         ok = false;
         break;
       }
@@ -148,12 +150,14 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
   struct BuildMap {
     big_vector<GSlot> slots;
     uint64_t mask = 0;
+    uint32_t shift = 64;
     size_t used = 0;
   } bm;
   bm.slots.assign(1024, GSlot{kEmptyKey, 0, 0});
   bm.mask = 1023;
+  bm.shift = shift_for(1024);
   auto bm_find = [&](uint64_t key) -> int32_t {
-    uint64_t i = ghash(key) & bm.mask;
+    uint64_t i = ghash(key) >> bm.shift;
     for (;;) {
       if (bm.slots[i].key == key) return bm.slots[i].next;
       if (bm.slots[i].key == kEmptyKey) return 0;
@@ -166,20 +170,23 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
       old.swap(bm.slots);
       bm.slots.assign(old.size() * 2, GSlot{kEmptyKey, 0, 0});
       bm.mask = bm.slots.size() - 1;
+      bm.shift = shift_for(bm.slots.size());
       for (const GSlot& g : old) {
         if (g.key == kEmptyKey) continue;
-        uint64_t i = ghash(g.key) & bm.mask;
+        uint64_t i = ghash(g.key) >> bm.shift;
         while (bm.slots[i].key != kEmptyKey) i = (i + 1) & bm.mask;
         bm.slots[i] = g;
       }
     }
-    uint64_t i = ghash(key) & bm.mask;
+    uint64_t i = ghash(key) >> bm.shift;
     while (bm.slots[i].key != kEmptyKey) i = (i + 1) & bm.mask;
     bm.slots[i] = GSlot{key, next, 0};
     ++bm.used;
   };
   size_t begin = 0;
+  max_out_ = 2;
   for (size_t k = 0; k < seq_end.size(); ++k) {
+    max_out_ = std::max(max_out_, seq_end[k] - begin);  // the deepest state: see step()
     int32_t s = seq[begin] + 1;
     for (size_t j = begin + 1; j < seq_end[k]; ++j) {
       const uint64_t key = gkey(s, seq[j]);
@@ -204,10 +211,13 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
     st.out = seq_entry[k];
   }
 
-  // The final transition table, at load factor <= 1/2.
-  const uint64_t gcap = pow2_at_least(edge_keys.size() * 2 + 2);
+  // The final transition table, at load factor in (1/3, 2/3]: successful probes stay short, and
+  // the filter screens out most unsuccessful ones (at most 1/2, it took 32 MB instead of 16 for
+  // the 552k transitions of the benchmark's metadata).
+  const uint64_t gcap = pow2_at_least(edge_keys.size() * 3 / 2 + 2);
   gslots_.assign(gcap, GSlot{kEmptyKey, 0, 0});
   gmask_ = gcap - 1;
+  gshift_ = shift_for(gcap);
   for (size_t i = 0; i < edge_keys.size(); ++i) goto_insert(edge_keys[i], edge_child[i]);
   build_filter();
 
@@ -248,6 +258,23 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
     }
   }
   sync_slots();
+}
+
+// Where a token or an edge sits in its table depends on the hash functions, which are not part
+// of the file format: the file holds the two tables' contents, and loading places every token and
+// every edge again with this build's hashes, in tables of the same (validated) sizes. So files
+// written by a build with other hash functions (format version 1 from before) load correctly.
+void TokenEngine::place_slots() {
+  set_vocab_geometry();
+  gshift_ = shift_for(gslots_.size());
+  vslots_.assign(vslots_.size(), kFreeSlot);
+  for (int32_t t = 0; t < n_tok_; ++t) vocab_insert_slot(t);
+  big_vector<GSlot> old;
+  old.swap(gslots_);
+  gslots_.assign(old.size(), GSlot{kEmptyKey, 0, 0});
+  for (const GSlot& g : old) {
+    if (g.key != kEmptyKey) goto_insert(g.key, g.next);
+  }
 }
 
 void TokenEngine::build_filter() {
@@ -292,6 +319,7 @@ void TokenEngine::read(serial::Reader& r, int64_t n_entries) {
   states_ = r.vec<State, HugePageAllocator<State>>(kMax);
   gslots_ = r.vec<GSlot, HugePageAllocator<GSlot>>(kMax);
   validate(n_entries);
+  place_slots();
   // Derived data is rebuilt rather than trusted, so it can never disagree with the tables.
   sync_slots();
   build_filter();
@@ -300,9 +328,9 @@ void TokenEngine::read(serial::Reader& r, int64_t n_entries) {
 // Every index that the hot loop follows is checked once here, so that a file that passes the
 // checksum but was written by a buggy or hostile producer still cannot cause an out-of-bounds
 // read or an endless loop.
-void TokenEngine::validate(int64_t n_entries) const {
+void TokenEngine::validate(int64_t n_entries) {
   auto bad = [](const char* what) { throw FormatError(std::string("matcher file is inconsistent: ") + what); };
-  if (vslots_.empty() || (vslots_.size() & (vslots_.size() - 1)) != 0 || vmask_ != vslots_.size() - 1) bad("vocabulary table size");
+  if (vslots_.size() < 2 || (vslots_.size() & (vslots_.size() - 1)) != 0 || vmask_ != vslots_.size() - 1) bad("vocabulary table size");
   if (gslots_.empty() || (gslots_.size() & (gslots_.size() - 1)) != 0 || gmask_ != gslots_.size() - 1) bad("transition table size");
   if (voff_.empty() || voff_[0] != 0 || voff_.back() != varena_.size()) bad("token offsets");
   const size_t n_tok = voff_.size() - 1;
@@ -317,10 +345,12 @@ void TokenEngine::validate(int64_t n_entries) const {
       ++free_slots;
       continue;
     }
-    if (static_cast<size_t>(s.tok) >= n_tok || s.tok == empty_tok_) bad("vocabulary token id");
+    if (static_cast<size_t>(s.tok) >= n_tok) bad("vocabulary token id");
     if (voff_[static_cast<size_t>(s.tok) + 1] - voff_[static_cast<size_t>(s.tok)] != s.len) bad("vocabulary length");
   }
   if (free_slots == 0) bad("vocabulary table is full");
+  // Loading places every token again (place_slots): they must fit with a slot to spare.
+  if (n_tok >= vslots_.size()) bad("vocabulary table is too small");
   const size_t n_states = states_.size();
   if (n_states < n_tok + 1 || n_states > static_cast<size_t>(INT32_MAX)) bad("state count");
   for (const State& s : states_) {
@@ -351,6 +381,7 @@ void TokenEngine::validate(int64_t n_entries) const {
     ++nchild[static_cast<size_t>(g.key >> 32)];
   }
   std::vector<int32_t> depth(n_states, 0);
+  int32_t max_depth = 1;
   for (size_t s = 1; s < n_states; ++s) {
     if (s <= n_tok) {
       depth[s] = 1;
@@ -359,6 +390,7 @@ void TokenEngine::validate(int64_t n_entries) const {
     }
     if (parent[s] < 1 || static_cast<size_t>(parent[s]) >= s) bad("unreachable state");
     depth[s] = depth[static_cast<size_t>(parent[s])] + 1;
+    max_depth = std::max(max_depth, depth[s]);
   }
   for (size_t s = 1; s < n_states; ++s) {
     const State& st = states_[s];
@@ -367,6 +399,7 @@ void TokenEngine::validate(int64_t n_entries) const {
     if (st.dict >= 0 && depth[static_cast<size_t>(st.dict)] >= depth[s]) bad("output link depth");
   }
   if (states_[0].out != -1 || states_[0].dict != -1 || states_[0].nchild != 0) bad("root state");
+  max_out_ = std::max<size_t>(2, static_cast<size_t>(max_depth));
 }
 
 size_t TokenEngine::memory_bytes() const {

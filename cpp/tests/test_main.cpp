@@ -1,6 +1,8 @@
 // C++ unit tests of the core, run under ASan+UBSan in CI (cmake -DFASTCURATE_SANITIZE=ON).
 // Plain asserts that stay on in release builds; the process exits non-zero on the first failure.
 #include <cstdio>
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -83,8 +85,8 @@ static void test_arrow_layout() {
   c.offset = 1;
   c.length = 3;
   MatchResult r = m.match({c}, 1);
-  CHECK((r.offsets == std::vector<int64_t>{0, 2, 2, 3}));
-  CHECK((r.ids == std::vector<int32_t>{0, 2, 1}));
+  CHECK((std::vector<int64_t>(r.offsets.begin(), r.offsets.end()) == std::vector<int64_t>{0, 2, 2, 3}));
+  CHECK((std::vector<int32_t>(r.ids.begin(), r.ids.end()) == std::vector<int32_t>{0, 2, 1}));
   // Corrupt offsets become an InputError, not a read out of bounds.
   const int32_t bad[] = {0, 3, 99, 12, 20};
   c.offsets32 = bad;
@@ -175,10 +177,97 @@ static void test_random() {
   }
 }
 
+// The batched pipeline: rows across the limits of a batch (pieces, rows), of 2048-row blocks
+// taken by 1-4 workers (the first from the front, the others from the back),
+// rows longer than the batch takes (matched alone), and an Arrow buffer where the 16-byte tail
+// loads read past a row into the next one. Every row against the naive reference.
+static void test_batches() {
+  std::mt19937 rng(777);
+  const std::vector<std::string> entries = {"a", "b", "a b", "a b c", "b c", ",", "c , a", "x", "a  b", "b a b a",
+                                            "longword-0123456789abcdef", "longword-0123456789abcdef a"};
+  const std::string words[] = {"a", "b", "c", ",", ".", " ", "  ", "x", "longword-0123456789abcdef", "\t", "yy"};
+  std::vector<std::string> texts;
+  for (int i = 0; i < 9000; ++i) {  // 5 blocks of 2048 rows: workers meet somewhere inside
+    std::string t;
+    // Mostly short rows; some of hundreds of pieces (past a batch), some past the long-row limit
+    // (2048 bytes), some right at it.
+    const int kind = static_cast<int>(rng() % 150);
+    size_t target = kind == 0 ? 6000 : kind == 1 ? 1500 : kind == 2 ? 2048 : kind == 3 ? 2049 : rng() % 60;
+    while (t.size() < target) {
+      t += words[rng() % (sizeof(words) / sizeof(words[0]))];
+      t += ' ';
+    }
+    if (kind == 2 || kind == 3) t.resize(target, 'a');
+    texts.push_back(t);
+  }
+  std::vector<std::string_view> ev(entries.begin(), entries.end());
+  for (bool cs : {true, false}) {
+    MatcherOptions opt;
+    opt.case_sensitive = cs;
+    Matcher m(ev, opt);
+    std::vector<std::vector<int>> want;
+    for (const auto& t : texts) want.push_back(naive::metaclip(entries, t, cs));
+    for (int threads : {1, 2, 3, 4}) {
+      CHECK(run(m, texts, threads) == want);
+      ++g_checks;
+    }
+    // The same rows as one Arrow buffer (64-bit offsets): the tail of each row is read in place.
+    std::string data;
+    std::vector<int64_t> offsets = {0};
+    for (const auto& t : texts) {
+      data += t;
+      offsets.push_back(static_cast<int64_t>(data.size()));
+    }
+    TextColumn c;
+    c.data = reinterpret_cast<const uint8_t*>(data.data());
+    c.data_size = static_cast<int64_t>(data.size());
+    c.offsets64 = offsets.data();
+    c.length = static_cast<int64_t>(texts.size());
+    MatchResult r = m.match({c}, 2);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      CHECK((std::vector<int>(r.ids.begin() + r.offsets[i], r.ids.begin() + r.offsets[i + 1]) == want[i]));
+    }
+    ++g_checks;
+  }
+}
+
+#include "../src/small_sort.hpp"
+
+static void test_small_sort() {
+  std::mt19937 rng(99);
+  for (int round = 0; round < 4000; ++round) {
+    const size_t k = rng() % 70;
+    const uint32_t range = round % 3 == 0 ? 8u : round % 3 == 1 ? 1000u : 0x7ffffffeu;  // many repeats .. none
+    std::vector<int32_t> a(k + 1);
+    for (size_t i = 0; i < k; ++i) a[i] = static_cast<int32_t>(rng() % range);
+    if (round % 7 == 0 && k > 0) a[0] = INT32_MAX - 1;  // the largest id
+    std::vector<int32_t> want(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(k));
+    std::sort(want.begin(), want.end());
+    want.erase(std::unique(want.begin(), want.end()), want.end());
+    auto check = [&](size_t (*sorter)(int32_t*, size_t), size_t max_k) {
+      if (k > max_k || k < 2) return;
+      std::vector<int32_t> b = a;
+      const size_t n = sorter(b.data(), k);
+      CHECK((std::vector<int32_t>(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(n)) == want));
+      ++g_checks;
+    };
+    check(detail::sort_unique_ids, 1000);
+    check(detail::sort_unique_sse2, 32);  // the fallback of CPUs without AVX-512
+#ifdef FC_SMALL_SORT_AVX512
+    if (detail::cpu_has_avx512()) {
+      check(detail::sort_unique_avx512_n<1>, 16);
+      check(detail::sort_unique_avx512_n<2>, 32);
+      check(detail::sort_unique_avx512_n<4>, 64);
+    }
+#endif
+  }
+}
+
 #include "test_balance.inc"
 #include "test_text_filters.inc"
 #include "test_images.inc"
 #include "test_clip_bpe.inc"
+#include "test_cluster.inc"
 #include "test_pairs.inc"
 
 int main() {
@@ -187,6 +276,8 @@ int main() {
     test_table();
     test_arrow_layout();
     test_random();
+    test_batches();
+    test_small_sort();
   }
   test_substring();
   test_errors();
@@ -194,6 +285,7 @@ int main() {
   test_text_filters();
   test_images();
   fc_test_clip::test_clip_bpe();
+  test_cluster();
   fc_test_pairs::test_pairs();
   std::printf("fc_tests: all %d checks passed\n", g_checks);
   return 0;

@@ -37,6 +37,8 @@ from .models import (
     make_text_bundle,
 )
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
+from .kernels.kmeans import Assignment, KMeans
+from .kernels.silhouette import SilhouetteResult, silhouette
 from .metadata import build_metadata, load_metadata, save_metadata
 from .runner import Batch, Context, Result, Stage, run_stage
 from .pipeline import load_pipeline, run_pipeline
@@ -55,6 +57,10 @@ __all__ = [
     "MatcherWarning",
     "MatchResult",
     "SpanResult",
+    "KMeans",
+    "Assignment",
+    "silhouette",
+    "SilhouetteResult",
     "build_metadata",
     "load_metadata",
     "save_metadata",

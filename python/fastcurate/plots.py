@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-__all__ = ["plot_long_tail"]
+__all__ = ["plot_long_tail", "plot_tsne", "plot_tsne_thumbnails"]
 
 
 def plot_long_tail(
@@ -50,3 +50,71 @@ def plot_long_tail(
     out = Path(path)
     atomic_write_bytes(out, buf.getvalue())
     return out
+
+
+def plot_tsne(xy: np.ndarray, labels: np.ndarray, path: Union[str, "os.PathLike[str]"],
+              title: Optional[str] = None) -> Path:
+    """The t-SNE map, one point per row, coloured by cluster (tab20 cycled). Atomic, no timestamp."""
+    from matplotlib.figure import Figure
+
+    from .io.atomic import atomic_write_bytes
+
+    fig = Figure(figsize=(7, 7), dpi=100)
+    ax = fig.subplots()
+    lab = np.asarray(labels)
+    cmap = _cluster_colours(lab)
+    ax.scatter(xy[:, 0], xy[:, 1], s=4 if len(xy) > 2000 else 10, c=cmap, linewidths=0, alpha=0.85)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    k = len(np.unique(lab))
+    fig.text(0.5, 0.965, title or f"t-SNE map of {len(xy):,} rows, {k} clusters", ha="center", va="center",
+             fontsize=12)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.02)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    out = Path(path)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _cluster_colours(labels: np.ndarray) -> np.ndarray:
+    from matplotlib import colormaps
+
+    tab = colormaps["tab20"].colors
+    return np.asarray([tab[int(c) % len(tab)] for c in labels])
+
+
+def plot_tsne_thumbnails(xy: np.ndarray, images: list, path: Union[str, "os.PathLike[str]"],
+                         size: Optional[int] = None, thumb: int = 40, max_images: int = 800) -> bool:
+    """Thumbnails of the images at their t-SNE positions on a white canvas (the seed study's
+    picture). ``images``: bytes or paths per row (None skipped); at most ``max_images`` drawn, in
+    row order. Returns False when no image could be decoded (nothing written)."""
+    from PIL import Image
+
+    from .io.atomic import atomic_write_bytes
+
+    if size is None:  # about 2.5 thumbnails of room per image across, within 400..1600 px
+        size = int(min(1600, max(400, np.sqrt(min(len(xy), max_images)) * thumb * 2.5)))
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    pos = ((xy - lo) / span * (size - thumb)).astype(int)
+    canvas = Image.new("RGB", (size, size), "white")
+    drawn = 0
+    for (x, y), src in zip(pos, images):
+        if src is None or drawn >= max_images:
+            continue
+        try:
+            im = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src)
+            im.draft("RGB", (thumb, thumb))
+            im = im.convert("RGB")
+            im.thumbnail((thumb, thumb))
+        except Exception:  # an undecodable image is simply not drawn
+            continue
+        canvas.paste(im, (int(x), int(size - thumb - y)))
+        drawn += 1
+    if not drawn:
+        return False
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG", optimize=False)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return True

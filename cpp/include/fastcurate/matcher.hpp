@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "fastcurate/common.hpp"
+#include "fastcurate/huge_alloc.hpp"
 #include "fastcurate/text_column.hpp"
 
 namespace fastcurate {
@@ -38,9 +39,10 @@ struct MatcherOptions {
 };
 
 // CSR of matched entry ids: the ids of text i are ids[offsets[i] .. offsets[i+1]), sorted, unique.
+// (Vectors that match() fills in parallel without zeroing them first.)
 struct MatchResult {
-  std::vector<int64_t> offsets;
-  std::vector<int32_t> ids;
+  result_vector<int64_t> offsets;
+  result_vector<int32_t> ids;
 };
 
 // Every occurrence: for text i, occurrences offsets[i] .. offsets[i+1] in order of end position,

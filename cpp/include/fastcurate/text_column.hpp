@@ -48,14 +48,20 @@ struct TextColumn {
       b = offsets32[j];
       e = offsets32[j + 1];
     }
-    if (b < 0 || e < b || e > data_size) {
-      throw InputError("corrupt string offsets at row " + std::to_string(i) + ": [" + std::to_string(b) +
-                       ", " + std::to_string(e) + ") with a data buffer of " + std::to_string(data_size) +
-                       " bytes; the Arrow array is malformed (call .validate(full=True) on it)");
-    }
+    if (b < 0 || e < b || e > data_size) bad_offsets(i, b, e);
     ptr = data + b;
     len = e - b;
     return true;
+  }
+
+  // Kept out of line so that get() stays small enough to inline into the kernels' loops.
+#if defined(__GNUC__) || defined(__clang__)
+  __attribute__((noinline, cold))
+#endif
+  [[noreturn]] void bad_offsets(int64_t i, int64_t b, int64_t e) const {
+    throw InputError("corrupt string offsets at row " + std::to_string(i) + ": [" + std::to_string(b) + ", " +
+                     std::to_string(e) + ") with a data buffer of " + std::to_string(data_size) +
+                     " bytes; the Arrow array is malformed (call .validate(full=True) on it)");
   }
 
   // End of the readable memory that holds row i's bytes: lets kernels use 8-byte loads that run

@@ -118,8 +118,8 @@ def blob_rows(blobs: Any, what: str = "blobs") -> Tuple[int, Callable[[int, int]
         row0 += length
     starts = [c[0] for c in chunks]
 
-    def fetch(lo: int, hi: int) -> List[Optional[memoryview]]:
-        out: List[Optional[memoryview]] = []
+    def fetch(lo: int, hi: int) -> List[Optional[Union[bytes, memoryview]]]:
+        out: List[Optional[Union[bytes, memoryview]]] = []
         c = max(0, bisect.bisect_right(starts, lo) - 1)
         i = lo
         while i < hi:

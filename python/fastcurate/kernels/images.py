@@ -139,7 +139,8 @@ def decode_gray(data: Union[bytes, memoryview], *, draft_size: int = DRAFT_SIZE)
     of 1/2, 1/4, 1/8 that keeps both sides >= ``draft_size`` (at 1/8 each pixel is the mean of an
     8x8 block). Other formats decode at full size. Then Pillow's ``convert("L")`` (ITU-R 601-2
     luma) for non-gray modes; the first frame of animations; alpha is ignored; EXIF orientation is
-    not applied (as imagehash does). Raises whatever Pillow raises for an undecodable image.
+    not applied (as imagehash does). Returns a read-only (height, width) uint8 array. Raises
+    whatever Pillow raises for an undecodable image.
     """
     try:
         from PIL import Image
@@ -148,8 +149,10 @@ def decode_gray(data: Union[bytes, memoryview], *, draft_size: int = DRAFT_SIZE)
     with Image.open(io.BytesIO(data)) as im:
         if draft_size:
             im.draft("L", (draft_size, draft_size))
+        im.load()
         g = im if im.mode == "L" else im.convert("L")
-        return np.asarray(g)
+        # tobytes + frombuffer: one copy fewer than np.asarray(g) (5 % of a small decode).
+        return np.frombuffer(g.tobytes(), dtype=np.uint8).reshape(g.height, g.width)
 
 
 def gray_hashes(images: Sequence[np.ndarray], *, threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

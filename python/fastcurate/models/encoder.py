@@ -248,15 +248,16 @@ class _ImagePipeline(_Base):
 
 def top_k_softmax(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """The ``k`` most probable classes of each row of ``logits``: (int32 ids [n, k], float32
-    softmax probabilities [n, k]), best first; equal probabilities keep the lower id first."""
+    softmax probabilities [n, k]), best first (by logit); equal logits keep the lower id first."""
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    k = min(int(k), p.shape[1])
-    # a stable sort on -p keeps ties in id order, so the result never depends on the batch
-    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    return order.astype(np.int32), np.take_along_axis(p, order, axis=1).astype(np.float32)
+    k = min(int(k), z.shape[1])
+    # Rank by logit, not by probability: tiny probabilities underflow to equal zeros, logits keep
+    # their order. A stable sort keeps exact ties in id order, so the result never depends on the batch.
+    order = np.argsort(-z, axis=1, kind="stable")[:, :k]
+    p = np.exp(np.take_along_axis(z, order, axis=1))
+    p /= np.exp(z).sum(axis=1, keepdims=True)
+    return order.astype(np.int32), p.astype(np.float32)
 
 
 class ClipEncoder(_ImagePipeline):

@@ -24,9 +24,8 @@ import copy
 import io
 import json
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -296,19 +295,21 @@ def export_image_model(
     wrap = _make_wrapper(body, fc)
 
     x = _sample_pixels(spec, sample_images)
+    not_last = (f"{classifier!r} is not the last layer applied to the pooled features; pass classifier= "
+                "the final nn.Linear (its dotted module name)")
     with torch.no_grad():
         xt = torch.from_numpy(x)
+        feats = torch.flatten(body(xt), 1)
+        if feats.shape[1] != fc.in_features:
+            raise ModelError(f"{not_last}: without it the model gives {feats.shape[1]} features per image, "
+                             f"the layer takes {fc.in_features}")
         ref_f, ref_l = (t.numpy() for t in wrap(xt))
         orig = m(xt)
         orig = orig[0] if isinstance(orig, (tuple, list)) else orig
         orig = orig.numpy()
-    if ref_f.ndim != 2 or ref_f.shape[1] != fc.in_features:
-        raise ModelError(f"the model without {classifier!r} gives features of shape {tuple(ref_f.shape)}, "
-                         f"not [n, {fc.in_features}]; pass classifier= the final nn.Linear on pooled features")
     scale = max(1.0, float(np.abs(orig).max()))
     if orig.shape != ref_l.shape or float(np.abs(orig - ref_l).max()) > 1e-4 * scale:
-        raise ModelError(f"{classifier!r} is not the last layer applied to the pooled features: the split model's "
-                         "logits differ from the model's; pass classifier= the final nn.Linear")
+        raise ModelError(f"{not_last}: the split model's logits differ from the model's")
     embed_dim = int(ref_f.shape[1])
 
     with atomic_bundle_dir(out_dir, overwrite=overwrite) as tmp:

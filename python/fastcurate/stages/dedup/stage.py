@@ -27,6 +27,7 @@ from ...errors import InputError
 from ...io.atomic import atomic_write_bytes, atomic_write_npy
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
+from .._rowstore import lookup_strings, read_strings, write_strings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -162,7 +163,7 @@ class DedupStage(Stage):
         # the uids themselves: a dropped row's detail names its twin's uid
         import pyarrow as pa
 
-        _write_strings(ctx.shard_work(shard) / "uids.parquet",
+        write_strings(ctx.shard_work(shard) / "uids.parquet",
                        pa.concat_arrays(uids) if uids else pa.array([], pa.string()))
         return {"unhashable": errors}
 
@@ -170,7 +171,7 @@ class DedupStage(Stage):
         d = self.decide(ctx, summaries)
         for s, lo, hi in zip(d.shards, d.starts[:-1], d.starts[1:]):
             atomic_write_npy(ctx.shard_work(s) / "code.npy", d.code[lo:hi])
-            _write_strings(ctx.shard_work(s) / "detail.parquet", d.detail[lo:hi].tolist())
+            write_strings(ctx.shard_work(s) / "detail.parquet", d.detail[lo:hi].tolist())
         return d.stats
 
     def decide(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]], *, within: Optional[np.ndarray] = None,
@@ -239,7 +240,7 @@ class DedupStage(Stage):
             dist[drop] = _popcount(ph[drop] ^ ph[r.twin[drop]])
             n_near_groups = r.n_groups
         # for dropped rows, their twin's uid (and pHash distance)
-        twin_uid = _lookup_uids(ctx, good, starts, twin[code > 0])
+        twin_uid = lookup_strings(ctx, good, starts, twin[code > 0])
         detail = np.full(n, None, dtype=object)
         dropped = np.flatnonzero(code > 0)
         for row, u, c, d in zip(dropped.tolist(), twin_uid, code[dropped].tolist(), dist[dropped].tolist()):
@@ -250,11 +251,9 @@ class DedupStage(Stage):
 
     # ---- per-shard pass
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
-        import pyarrow.parquet as pq
-
         d = ctx.shard_work(shard)
         code = np.load(d / "code.npy")
-        detail = pq.read_table(d / "detail.parquet").column(0).to_pylist()
+        detail = read_strings(d / "detail.parquet").to_pylist()
         for b in batches:
             lo, hi = b.offset, b.offset + len(b)
             c = code[lo:hi]
@@ -297,32 +296,3 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     for k in range(64):
         c += ((x >> np.uint64(k)) & np.uint64(1)).astype(np.int16)
     return c
-
-
-def _write_strings(path: Path, values: Any) -> None:
-    """A string column (an Arrow array or a list with None) as a one-column Parquet file."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arr = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"v": arr}), buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _lookup_uids(ctx: Context, shards: List[ShardRef], starts: np.ndarray, rows: np.ndarray) -> List[str]:
-    """The uids of global rows ``rows`` (each shard's uid file read once)."""
-    import pyarrow.parquet as pq
-
-    out: List[Optional[str]] = [None] * len(rows)
-    shard_of = np.searchsorted(starts, rows, side="right") - 1
-    for k in np.unique(shard_of):
-        sel = np.flatnonzero(shard_of == k)
-        uids = pq.read_table(ctx.shard_work(shards[int(k)]) / "uids.parquet").column(0)
-        local = rows[sel] - starts[k]
-        vals = uids.take(local).to_pylist()
-        for i, v in zip(sel.tolist(), vals):
-            out[i] = v
-    return out  # type: ignore[return-value]

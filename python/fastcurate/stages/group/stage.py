@@ -43,7 +43,8 @@ from ...io.atomic import atomic_write_bytes, atomic_write_npy
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from ..dedup.stage import EXACT_KEYS, DedupStage, _write_strings
+from .._rowstore import write_strings
+from ..dedup.stage import EXACT_KEYS, DedupStage
 from ..filter.stage import CAPTION_RULES, CODES as FILTER_CODES, FilterStage
 
 if TYPE_CHECKING:
@@ -297,7 +298,7 @@ class GroupStage(Stage):
         fc = np.concatenate(fcodes) if fcodes else np.zeros(0, np.uint8)
         work = ctx.shard_work(shard)
         atomic_write_bytes(work / "group_keys.npz", _npz_bytes(digest=d, valid=v, filter_code=fc))
-        _write_strings(work / "filter_detail.parquet", fdetail)
+        write_strings(work / "filter_detail.parquet", fdetail)
         return summary
 
     def reduce(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
@@ -372,7 +373,7 @@ class GroupStage(Stage):
         for s, lo, hi in zip(good, starts[:-1], starts[1:]):
             atomic_write_npy(ctx.shard_work(s) / "group_code.npy", code[lo:hi])
             atomic_write_npy(ctx.shard_work(s) / "group_size.npy", size[lo:hi])
-            _write_strings(ctx.shard_work(s) / "group_detail.parquet", detail[lo:hi].tolist())
+            write_strings(ctx.shard_work(s) / "group_detail.parquet", detail[lo:hi].tolist())
         kept_sizes = left[left >= 2]
         return {"steps": steps, "dedup": dedup_stats, "groups_with_a_key": n_groups,
                 "group_sizes_before": _hist(raw[raw >= 1]), "group_sizes_after": _hist(kept_sizes),

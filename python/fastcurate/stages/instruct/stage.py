@@ -34,7 +34,8 @@ from ...io.atomic import atomic_write_json, atomic_write_npy, atomic_write_table
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from ..pairs.stage import PAIRS_FILE, _copy_atomic, _write_strings
+from .._rowstore import write_strings
+from ..pairs.stage import PAIRS_FILE, _copy_atomic
 from .offline import OFFLINE_BACKEND, offline_instruction
 from .parse import INSTRUCTION_SCHEMA, parse_instruction
 from .prompt import (DEFAULT_MAX_CHARS, DEFAULT_MAX_LABELS, demo_instructions, load_template, render_prompt,
@@ -302,7 +303,7 @@ class InstructStage(Stage):
         for s, lo, hi in zip(good, starts[:-1], starts[1:]):
             atomic_write_npy(ctx.shard_work(s) / "instruct_code.npy", code[lo:hi])
             atomic_write_npy(ctx.shard_work(s) / "instruction_count.npy", count[lo:hi])
-            _write_strings(ctx.shard_work(s) / "instruct_detail.parquet", detail[lo:hi].tolist())
+            write_strings(ctx.shard_work(s) / "instruct_detail.parquet", detail[lo:hi].tolist())
         if run is not None:
             run.update({"seconds": round(elapsed, 3), "pairs": int(len(idx)),
                         "pairs_per_s": round(len(idx) / elapsed, 3) if elapsed > 0 else None,

@@ -4,8 +4,8 @@ It answers the template's question with the template's own criteria, each turned
 computed over all the samples given for a cluster (closest and, when given, furthest):
 
 ``junk_share``
-    share of captions that are file names, URLs or boilerplate (:mod:`.junk`; the filter stage's
-    bad-alt-text rules will replace that module).
+    share of captions that are file names, URLs or boilerplate: the filter stage's bad-alt-text
+    rules (:mod:`.junk`, :class:`fastcurate.kernels.text_rules.TextRules`).
 ``dup_share``
     share of captions that repeat another caption of the cluster once case, digits and punctuation
     are ignored (``IMG_001.jpg`` ~ ``IMG_002.jpg``, ``Lot 12 - chair`` ~ ``Lot 13 - chair``):
@@ -91,7 +91,7 @@ class OfflineThresholds:
     ``-inf`` for the "below" rules) to switch its rule off.
     """
 
-    junk_share: float = 0.35     #: Low when junk_share >= this (file names, URLs, boilerplate)
+    junk_share: float = 0.4      #: Low when junk_share >= this (file names, URLs, boilerplate)
     dup_share: float = 0.2       #: Low when dup_share >= this (duplicates, numbered templates)
     cohesion: float = 0.13       #: Low when cohesion >= this (a narrow topic)
     vocab: float = 0.619         #: Low when vocab < this (repetitive wording)
@@ -329,8 +329,8 @@ def _default_matcher(metadata: Any = None) -> Any:
 
 # -- the judge ------------------------------------------------------------------------------------
 
-_JUNK_NAMES = {"filename": "file names", "camera": "camera file names", "url": "URLs", "no_letters": "captions without words",
-               "hash": "identifiers", "boilerplate": "boilerplate"}
+_JUNK_NAMES = {"url": "URLs", "filename": "file names", "boilerplate": "boilerplate",
+               "non_letters": "captions without words", "repeated": "repeated words", "null": "missing captions"}
 
 
 class OfflineJudge:
@@ -345,12 +345,14 @@ class OfflineJudge:
             ``"batch"`` (estimate from the batch), or ``"auto"`` (batch when it holds at least
             :data:`MIN_BATCH_FOR_BASELINE` clusters, else 0 with a warning).
         metadata: metadata entries for the informativeness features (default: the shipped WordNet list).
+        rules: the bad-alt-text rules' :class:`~fastcurate.kernels.text_rules.RuleConfig` for
+            ``junk_share`` (default: the filter stage's defaults).
 
     Thread safety: :meth:`judge` may be called from several threads at once.
     """
 
     def __init__(self, thresholds: Optional[OfflineThresholds] = None, *, encoder: Any = "auto",
-                 baseline: Union[str, float] = "auto", metadata: Any = None) -> None:
+                 baseline: Union[str, float] = "auto", metadata: Any = None, rules: Any = None) -> None:
         self.thresholds = thresholds or OfflineThresholds()
         if not (baseline in ("auto", "batch") or isinstance(baseline, (int, float))):
             raise InputError(f"baseline must be 'auto', 'batch' or a number, got {baseline!r}")
@@ -359,6 +361,7 @@ class OfflineJudge:
         self.baseline = baseline
         self.encoder = encoder
         self.metadata = metadata
+        self.rules = rules
 
     # -- features --------------------------------------------------------------------------------
     def features(self, closest: Any, furthest: Any = None, embeddings: Any = None) -> Dict[str, np.ndarray]:
@@ -378,7 +381,7 @@ class OfflineJudge:
         clean = pc.replace_substring_regex(pc.fill_null(texts, ""), r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]+", " ")
         out: Dict[str, np.ndarray] = {"n": sizes.astype(np.float64)}
 
-        flags = junk_flags(clean)
+        flags = junk_flags(clean, self.rules)
         junk = np.zeros(N, dtype=bool)
         kind_counts = np.zeros((C, len(flags)), dtype=np.int64)
         for j, (name, f) in enumerate(flags.items()):

@@ -34,6 +34,7 @@ from ...io.atomic import atomic_path, atomic_write_bytes, atomic_write_npy, atom
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
+from .._rowstore import write_strings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -412,7 +413,7 @@ class PairsStage(Stage):
         for (s, _), lo, hi in zip(good, starts[:-1], starts[1:]):
             atomic_write_npy(ctx.shard_work(s) / "pairs_code.npy", code[lo:hi])
             atomic_write_npy(ctx.shard_work(s) / "pair_count.npy", pair_count[lo:hi])
-            _write_strings(ctx.shard_work(s) / "pairs_detail.parquet", detail[lo:hi].tolist())
+            write_strings(ctx.shard_work(s) / "pairs_detail.parquet", detail[lo:hi].tolist())
         def type_counts(mask: np.ndarray) -> Dict[str, int]:
             c = np.bincount(ptype[mask], minlength=3)
             return {t: int(c[i]) for i, t in enumerate(PAIR_TYPES)}
@@ -569,9 +570,3 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _write_strings(path: Path, values: Any) -> None:
-    from ..dedup.stage import _write_strings as w
-
-    w(path, values)
