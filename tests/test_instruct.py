@@ -132,6 +132,25 @@ def test_offline_stage_writes_triplets_and_accounts_rows(tmp_path):
     assert not (tmp_path / "o" / "llm_run.json").exists()
 
 
+def test_pairs_join_rows_on_uid_and_group(tmp_path):
+    """One image on two pages: one uid, two rows (two groups, two label sets); each pair's
+    instruction uses the row of its own group."""
+    rows = pa.table({"uid": ["x", "y", "x", "z"], "caption": ["a", "b", "c", "d"], "group": ["A", "A", "B", "B"],
+                     "labels": pa.array([[{"label": "red", "source": "metaclip", "score": 0.5}],
+                                         [{"label": "blue", "source": "metaclip", "score": 0.5}],
+                                         [{"label": "wool", "source": "metaclip", "score": 0.5}],
+                                         [{"label": "hat", "source": "metaclip", "score": 0.5}]], LT)})
+    pq.write_table(rows, tmp_path / "rows.parquet")
+    pq.write_table(pa.table({"query_uid": ["x", "x"], "target_uid": ["y", "z"], "group": ["A", "B"]}),
+                   tmp_path / "pairs.parquet")
+    stats = run_stage(InstructStage(pairs=tmp_path / "pairs.parquet"), [tmp_path / "rows.parquet"], tmp_path / "o",
+                      progress=False)
+    tri = pq.read_table(tmp_path / "o" / "triplets.parquet").to_pylist()
+    assert [r["instruction"] for r in tri] == [offline_instruction(["red"], ["blue"])[0],
+                                               offline_instruction(["wool"], ["hat"])[0]]
+    assert stats["rows_kept"] == 4
+
+
 def _answers(fail_prompts=()):
     """A scripted server: an Instruction: line naming the query's caption; garbage for some
     prompts; one 500 before answering one prompt (retried)."""

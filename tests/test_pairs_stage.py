@@ -154,6 +154,41 @@ def test_errors_name_the_fix(tmp_path):
         PairsStage(max_type_ratio=0.5)
 
 
+def test_a_uid_repeated_in_a_group_is_kept_once_by_content(tmp_path):
+    """Two rows with one uid in one group (web pools repeat image URLs, the default uid): one is
+    kept, the one whose vector bytes hash lowest, whatever the row order and layout; the same uid
+    in another group is another row of another page and stays."""
+    d = 8
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(7, d)).astype(np.float16)
+    uids = ["u0", "u1", "u2", "u1", "u1", "u3", "u4"]
+    groups = ["g1", "g1", "g1", "g1", "g2", "g2", "g2"]
+
+    def table(order):
+        flat = pa.array(v[order].reshape(-1), pa.float16())
+        return pa.table({"uid": [uids[i] for i in order], "group": [groups[i] for i in order],
+                         "image_emb": pa.FixedSizeListArray.from_arrays(flat, d)})
+
+    st = dict(max_pairs_per_group=0, min_relevance=-1.0, max_relevance=1.0, balance=False)
+    pq.write_table(table(list(range(7))), tmp_path / "a.parquet")
+    rev = [6, 5, 4, 3, 2, 1, 0]
+    pq.write_table(table(rev[:3]), tmp_path / "b1.parquet")
+    pq.write_table(table(rev[3:]), tmp_path / "b2.parquet")
+    sa = run_stage(PairsStage(**st), [tmp_path / "a.parquet"], tmp_path / "oa", progress=False)
+    run_stage(PairsStage(**st), [tmp_path / "b1.parquet", tmp_path / "b2.parquet"], tmp_path / "ob", progress=False)
+    x = pq.read_table(tmp_path / "oa" / "pairs.parquet")
+    assert x.equals(pq.read_table(tmp_path / "ob" / "pairs.parquet"))
+    assert {k: v for k, v in sa["rows_dropped"].items() if v} == {"duplicate_uid": 1}
+    assert sa["pairs"]["duplicate_uids"] == 1
+    assert x.num_rows == 3 + 3  # g1: u0, u1, u2; g2: u1, u3, u4
+    # the kept u1 of g1 is the one whose vector bytes hash lowest
+    h = hash_keys(pa.array([v[1].tobytes(), v[3].tobytes()], pa.binary()))
+    keep = 1 if h[0] <= h[1] else 3
+    r = [p for p in x.to_pylist() if {p["query_uid"], p["target_uid"]} == {"u0", "u1"}][0]
+    a, b = v[0].astype(np.float64), v[keep].astype(np.float64)
+    assert r["image_sim"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-3)
+
+
 @pytest.mark.slow
 def test_real_laion_groups_to_pairs(tmp_path):
     """group (URL directories) -> embed (MiniLM, text) -> annotate -> pairs on the 10k LAION rows."""

@@ -107,7 +107,7 @@ class InstructStage(Stage):
     """
 
     name = "instruct"
-    version = 1
+    version = 2
     scans = True
     wants = ("text",)
     batch_size = 16384
@@ -198,7 +198,7 @@ class InstructStage(Stage):
         return [pa.field("instruction_count", pa.int32())]
 
     def extra_columns(self) -> Sequence[str]:
-        return ("labels",)
+        return ("labels", "group")
 
     def scan_roles(self) -> Sequence[str]:
         return tuple(self.wants)
@@ -209,10 +209,15 @@ class InstructStage(Stage):
 
         from ...kernels.pairs import label_strings
 
-        uids, texts, labels = [], [], []
+        uids, texts, labels, groups = [], [], [], []
         n = 0
         for b in batches:
             uids.append(b.uid)
+            if "group" in b.data.schema.names:
+                g = b.data.column("group")
+                groups.append((g.dictionary_decode() if pa.types.is_dictionary(g.type) else g).cast(pa.string()))
+            else:
+                groups.append(pa.nulls(len(b), pa.string()))
             t = b.column("text") if "text" in b.roles else None
             texts.append(t.cast(pa.string()) if t is not None else pa.nulls(len(b), pa.string()))
             if "labels" in b.data.schema.names:
@@ -222,7 +227,8 @@ class InstructStage(Stage):
             n += len(b)
         t = pa.table({"uid": pa.concat_arrays(uids) if uids else pa.array([], pa.string()),
                       "text": pa.concat_arrays(texts) if texts else pa.array([], pa.string()),
-                      "labels": pa.concat_arrays(labels) if labels else pa.array([], pa.list_(pa.string()))})
+                      "labels": pa.concat_arrays(labels) if labels else pa.array([], pa.list_(pa.string())),
+                      "group": pa.concat_arrays(groups) if groups else pa.array([], pa.string())})
         atomic_write_table(t, ctx.shard_work(shard) / "instruct_rows.parquet")
         return {"rows": n}
 
@@ -252,8 +258,18 @@ class InstructStage(Stage):
             if c not in pairs.column_names:
                 raise InputError(f"{ppath}: no column {c!r}; give the pairs.parquet of `fastcurate pairs`")
         uid = rows.column("uid").combine_chunks() if rows.num_rows else pa.array([], pa.string())
-        qi = pc.index_in(pairs.column("query_uid"), value_set=uid).to_numpy(zero_copy_only=False)
-        ti = pc.index_in(pairs.column("target_uid"), value_set=uid).to_numpy(zero_copy_only=False)
+        q_key, t_key = pairs.column("query_uid"), pairs.column("target_uid")
+        if "group" in pairs.column_names and n and rows.column("group").null_count < n:
+            # a pair names its rows by uid within its group (the same image may be on two pages,
+            # with two alt-texts): join on (uid, group)
+            sep = pa.scalar("\x1f")
+            g_rows = rows.column("group").combine_chunks().fill_null("")
+            g_pairs = pairs.column("group").fill_null("")
+            uid = pc.binary_join_element_wise(uid, g_rows, sep)
+            q_key = pc.binary_join_element_wise(q_key, g_pairs, sep)
+            t_key = pc.binary_join_element_wise(t_key, g_pairs, sep)
+        qi = pc.index_in(q_key, value_set=uid).to_numpy(zero_copy_only=False)
+        ti = pc.index_in(t_key, value_set=uid).to_numpy(zero_copy_only=False)
         qi = np.where(np.isnan(qi.astype(np.float64)), -1, qi).astype(np.int64)
         ti = np.where(np.isnan(ti.astype(np.float64)), -1, ti).astype(np.int64)
         present = (qi >= 0) & (ti >= 0)

@@ -14,7 +14,13 @@ The stage's rows are images; the pairs are a stage-level file, ``pairs.parquet``
   different entity: below; unlabeled pairs are not balanced);
 * per-shard pass: an image row is kept when it is in at least one kept pair (``pair_count``);
   otherwise it is dropped with the first reason that applies: ``no_group``, ``no_embedding``,
-  ``singleton``, ``capped``, ``no_pair_in_band``, ``balanced_out``.
+  ``duplicate_uid``, ``singleton``, ``capped``, ``no_pair_in_band``, ``balanced_out``.
+
+Pairs name their rows by uid (and group), so two rows with one uid in one group would make a
+pair ambiguous (without an id column the uid is the image URL, and web pools repeat URLs with
+different alt-texts): of such rows one is kept, the one whose relevance vector hashes lowest
+(a choice by content, so it does not depend on the shard layout), and the others are dropped as
+``duplicate_uid``.
 
 So ``rows_in == rows_kept + sum(rows_dropped)`` counts images; the pair counts of every step
 (possible, capped, unscored, unrelated, too similar, balanced out, kept) are in ``stats.json``.
@@ -44,7 +50,7 @@ __all__ = ["PairsStage", "RELEVANCE", "PAIR_TYPES", "PAIRS_FILE", "pairs_schema"
 RELEVANCE = ("auto", "image", "text", "mean")
 PAIR_TYPES = ("same_entity", "different_entity", "unlabeled")
 PAIRS_FILE = "pairs.parquet"
-CODES = ("", "no_group", "no_embedding", "singleton", "capped", "no_pair_in_band", "balanced_out")
+CODES = ("", "no_group", "no_embedding", "duplicate_uid", "singleton", "capped", "no_pair_in_band", "balanced_out")
 _C = {name: i for i, name in enumerate(CODES)}
 _COLUMNS = ("group", "image_emb", "text_emb", "labels", "clip_score")
 # relevance histogram: 0.05-wide bins over [-1, 1]
@@ -109,7 +115,7 @@ class PairsStage(Stage):
     """
 
     name = "pairs"
-    version = 1
+    version = 2
     scans = True
     batch_size = 8192
     consumes = ("group", "image_emb|text_emb")
@@ -117,6 +123,7 @@ class PairsStage(Stage):
     reasons = {
         "no_group": "the row has no group (its group column is null)",
         "no_embedding": "the row has no vector for the relevance score (image_emb / text_emb null)",
+        "duplicate_uid": "another row of its group has the same uid (pairs name rows by uid): one of them is kept",
         "singleton": "no other row of its group can be paired with it",
         "capped": "the per-group cap (max_pairs_per_group) chose no pair of this row",
         "no_pair_in_band": "every candidate pair of this row is outside the relevance band (near duplicate or unrelated)",
@@ -340,6 +347,11 @@ class PairsStage(Stage):
         code[group_valid & ~rel_ok] = _C["no_embedding"]
         usable = np.flatnonzero(code == 0)
         order, gstarts = group_rows(group_hash[usable], uid_hash[usable])
+        dup_rows = self._duplicate_uids(usable[order], group_hash, uid_hash, [vec[k] for k in need])
+        if len(dup_rows):
+            code[dup_rows] = _C["duplicate_uid"]
+            usable = np.flatnonzero(code == 0)
+            order, gstarts = group_rows(group_hash[usable], uid_hash[usable])
         rows = usable[order]  # sorted position -> global row
         m = np.diff(gstarts)
         gsize = np.repeat(m, m)
@@ -388,6 +400,8 @@ class PairsStage(Stage):
         code[rows[noband]] = _C["no_pair_in_band"]
         code[rows[balanced]] = _C["balanced_out"]
         detail = np.full(n, None, dtype=object)
+        for r in dup_rows.tolist():
+            detail[r] = "another row of its group has this uid and was kept (the lower hash of the vector bytes)"
         n_pairs_group = m * (m - 1) // 2
         k_group = np.minimum(n_pairs_group, self.max_pairs_per_group) if self.max_pairs_per_group > 0 else n_pairs_group
         gidx = np.repeat(np.arange(len(m)), m)
@@ -421,7 +435,7 @@ class PairsStage(Stage):
         return {
             "relevance": rel_kind, "band": {"min": float(lo_band), "max": self.max_relevance, "min_from": calib},
             "cross_scores": bool(cross), "labels": bool(has_labels),
-            "groups": int((m >= 2).sum()), "rows_paired": int(len(rows)),
+            "groups": int((m >= 2).sum()), "rows_paired": int(len(rows)), "duplicate_uids": int(len(dup_rows)),
             "pairs": {"possible": int(P.possible), "capped": int(P.possible - len(P)), "candidates": int(len(P)),
                       "unscored": int(unscored.sum()), "near_duplicates": int(similar.sum()),
                       "unrelated": int(unrelated.sum()), "in_band": int(in_band.sum()),
@@ -434,6 +448,35 @@ class PairsStage(Stage):
             "balancing": balance_note,
             "relevance_histogram": {"candidates": _hist(rel), "kept": _hist(rel[kept])},
         }
+
+    @staticmethod
+    def _duplicate_uids(rows: np.ndarray, group_hash: np.ndarray, uid_hash: np.ndarray,
+                        vectors: List[Optional[np.ndarray]]) -> np.ndarray:
+        """Of the rows (in group order) that share their group and uid with another, all but one:
+        per run of equal (group, uid), the kept row is the one whose relevance vectors' bytes
+        hash lowest (then the earlier row: equal bytes give equal pairs whichever is kept)."""
+        from ...kernels.balance import hash_keys
+
+        g, u = group_hash[rows], uid_hash[rows]
+        same = (g[1:] == g[:-1]) & (u[1:] == u[:-1])
+        if not same.any():
+            return np.zeros(0, np.int64)
+        in_run = np.zeros(len(rows), bool)
+        in_run[1:] |= same
+        in_run[:-1] |= same
+        pos = np.flatnonzero(in_run)
+        run_id = np.cumsum(np.concatenate([[True], ~same]))[pos]  # equal for the rows of one run
+        import pyarrow as pa
+
+        content = np.zeros(len(pos), np.uint64)
+        for v in vectors:
+            if v is not None:
+                h = hash_keys(pa.array([bytes(x) for x in np.ascontiguousarray(v[rows[pos]]).view(np.uint8)],
+                                       pa.binary()))
+                content = content * np.uint64(0x9E3779B97F4A7C15) ^ h
+        o = np.lexsort((pos, content, run_id))
+        first = np.concatenate([[True], run_id[o][1:] != run_id[o][:-1]])
+        return np.sort(rows[pos[o[~first]]])
 
     @staticmethod
     def _relevance(kind: str, image_sim: np.ndarray, text_sim: np.ndarray) -> np.ndarray:
