@@ -490,3 +490,45 @@ def test_demo_example_runs_on_the_real_captions_and_reports(tmp_path, monkeypatc
 
     html = build_report(tmp_path / "demo", progress=False).read_text()
     assert "01-curate" in html and "02-embed" in html and "not_sampled" in html
+
+
+@pytest.mark.slow
+def test_magiclens_example_runs_on_the_real_captions_with_every_pair_accounted_for(tmp_path, monkeypatch):
+    """The shipped MagicLens example (group -> embed -> annotate -> pairs -> instruct) on the 10k
+    real LAION rows: every row of every step is kept or dropped with a reason, the pair counts
+    of each step add up, and every kept pair gets its (offline) instruction."""
+    if not (DATA / "captions" / "laion_10k.parquet").is_file():
+        pytest.skip("../shared/data is absent")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("FASTCURATE_TEXT_BUNDLE", str(_text_bundle()))
+    import tomllib
+
+    spec = tomllib.loads((examples_dir() / "magiclens_pairs.toml").read_text())
+    spec["pipeline"]["out"] = str(tmp_path / "ml")
+    spec["pipeline"]["input"] = str(DATA / "captions" / "laion_10k.parquet")
+    r = run_pipeline(spec, progress=False)
+    steps = {x["stage"]: x["stats"] for x in r["steps"]}
+    assert list(steps) == ["group", "embed", "annotate", "pairs", "instruct"]
+    prev = 10_000
+    for name, s in steps.items():
+        assert s["rows_in"] == prev, name
+        assert s["rows_in"] == s["rows_kept"] + sum(s["rows_dropped"].values()), name
+        prev = s["rows_kept"]
+    g = steps["group"]["group"]["steps"]
+    assert g["grouped"]["groups"] == 280  # the LAION URL directories with two or more rows
+    assert g["grouped"]["pairs"] >= g["size_limited"]["pairs"] >= g["filtered"]["pairs"] >= g["cleaned"]["pairs"] > 0
+    p = steps["pairs"]["pairs"]
+    pp = p["pairs"]
+    assert p["relevance"] == "text" and pp["possible"] <= g["cleaned"]["pairs"]
+    assert p["rows_paired"] + p["duplicate_uids"] == steps["pairs"]["rows_in"]  # embed drops no caption here
+    assert pp["possible"] - pp["capped"] == pp["candidates"]
+    assert pp["candidates"] == pp["unscored"] + pp["near_duplicates"] + pp["unrelated"] + pp["in_band"]
+    assert pp["in_band"] - pp["balanced_out"] == pp["kept"] > 0
+    pairs = pq.read_table(tmp_path / "ml" / "04-pairs" / "pairs.parquet")
+    assert pairs.num_rows == pp["kept"]
+    trip = pq.read_table(tmp_path / "ml" / "05-instruct" / "triplets.parquet")
+    assert steps["instruct"]["instruct"]["pairs"]["instructed"] == trip.num_rows == pairs.num_rows
+    assert set(zip(trip.column("query_uid").to_pylist(), trip.column("target_uid").to_pylist())) == \
+        set(zip(pairs.column("query_uid").to_pylist(), pairs.column("target_uid").to_pylist()))
+    assert all(trip.column("instruction").to_pylist())
