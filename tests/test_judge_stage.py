@@ -186,6 +186,12 @@ def test_cli_exit_codes(clustered, tmp_path, capsys):
     o = capsys.readouterr().out
     assert "judge:" in o and "low_value_cluster" in o and "judgments.parquet" in o
     assert (out / "judgments.parquet").is_file()
+    # the Python entry point gives the same files
+    import fastcurate as fc
+
+    fc.judge.judge_dir(clustered, tmp_path / "api", offline_embeddings="none", progress=False)
+    for name in ("judgments.parquet", "part-00000.parquet", "drops/part-00001.parquet"):
+        assert (tmp_path / "api" / name).read_bytes() == (out / name).read_bytes()
     plain = tmp_path / "plain"
     plain.mkdir()
     shutil.copy(next(clustered.glob("part-*.parquet")), plain / "p.parquet")
