@@ -18,6 +18,7 @@ STAGES: Dict[str, str] = {
     "dedup": "fastcurate.stages.dedup.stage:DedupStage",
     "cluster": "fastcurate.stages.cluster.stage:ClusterStage",
     "semdedup": "fastcurate.stages.semdedup.stage:SemDedupStage",
+    "judge": "fastcurate.stages.judge.stage:JudgeStage",
 }
 
 # modules with a ``register(subparsers)`` function, in the order of the CLI's help
@@ -29,6 +30,7 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.dedup.cli",
     "fastcurate.stages.cluster.cli",
     "fastcurate.stages.semdedup.cli",
+    "fastcurate.stages.judge.cli",
 ]
 
 
