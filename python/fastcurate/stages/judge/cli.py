@@ -96,6 +96,12 @@ def register(sub: Any) -> None:
                         "captions embedded with MiniLM (minilm, the calibrated space), or none (rule off)")
     f.add_argument("--offline-baseline", type=_baseline, default="auto", metavar="auto|batch|COS",
                    help="mean cosine of unrelated samples in that space (default auto: estimated from >= 20 clusters)")
+    f.add_argument("--offline-narrow", choices=("outlier", "absolute"), default="outlier",
+                   help="narrow-topic rule: only clusters whose cohesion is an outlier among this run's (outlier, "
+                        "default) or every cluster above the calibrated threshold (absolute; fires on most k-means "
+                        "clusters of a real pool)")
+    f.add_argument("--offline-outlier-z", type=float, default=3.0, metavar="Z",
+                   help="robust z-score (median + Z x 1.4826 MAD) above which a cohesion is an outlier (default 3)")
     f.add_argument("--offline-threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
                    help="override a rule's threshold (junk_share, dup_share, cohesion, vocab, matched_share); repeat")
     p.set_defaults(func=_run)
@@ -131,5 +137,6 @@ def _run(a: argparse.Namespace) -> int:
                        with_furthest=a.with_furthest, n_samples=a.n_samples, max_chars=a.max_chars,
                        drop_unjudged=a.drop_unjudged, clusters_file=a.clusters_file,
                        offline_embeddings=a.offline_embeddings, offline_baseline=a.offline_baseline,
+                       offline_narrow=a.offline_narrow, offline_outlier_z=a.offline_outlier_z,
                        offline_thresholds=dict(a.offline_threshold))
     return run_from_args(a, stage, _describe)

@@ -99,10 +99,16 @@ class JudgeStage(Stage):
             "batch" (always estimated) or a number.
         offline_thresholds: overrides of the offline rules' thresholds, e.g. {"cohesion": 0.2}
             (names: junk_share, dup_share, cohesion, vocab, matched_share; docs/judge.md).
+        offline_narrow: when the narrow-topic rule fires: "outlier" (default: only for clusters
+            whose cohesion stands out among this run's clusters, by ``offline_outlier_z`` robust
+            standard deviations) or "absolute" (at the calibrated threshold, which on a real
+            k-means clustering fires on nearly every cluster: the samples closest to a centroid
+            are alike by construction; docs/judge.md).
+        offline_outlier_z: the robust z-score of an outlier (default 3).
     """
 
     name = "judge"
-    version = 1
+    version = 2  # 2: the narrow-topic rule fires on outliers of the run by default
     scans = True
     batch_size = 65536
     consumes: ClassVar[Tuple[str, ...]] = (CLUSTER_COLUMN, CLUSTERS_FILE)
@@ -122,7 +128,8 @@ class JudgeStage(Stage):
                  max_chars: int = DEFAULT_MAX_CHARS, drop_unjudged: bool = False,
                  clusters_file: Optional[PathLike] = None, offline_embeddings: str = "cluster",
                  offline_baseline: Union[str, float] = "auto",
-                 offline_thresholds: Optional[Mapping[str, float]] = None):
+                 offline_thresholds: Optional[Mapping[str, float]] = None, offline_narrow: str = "outlier",
+                 offline_outlier_z: float = 3.0):
         if backend not in ("offline", "openai"):
             raise InputError(f"backend must be 'offline' or 'openai', got {backend!r}")
         if int(n_samples) < 1:
@@ -180,6 +187,11 @@ class JudgeStage(Stage):
         self.offline_thresholds = {k: float(v) for k, v in sorted((offline_thresholds or {}).items())}
         OfflineThresholds(**self.offline_thresholds)  # checks the values
         self.offline_embeddings = offline_embeddings
+        if offline_narrow not in ("outlier", "absolute"):
+            raise InputError(f"offline_narrow must be 'outlier' or 'absolute', got {offline_narrow!r}")
+        if not float(offline_outlier_z) > 0:
+            raise InputError(f"offline_outlier_z must be > 0, got {offline_outlier_z}")
+        self.offline_narrow, self.offline_outlier_z = offline_narrow, float(offline_outlier_z)
         self.offline_baseline: Union[str, float] = (offline_baseline if isinstance(offline_baseline, str)
                                                     else float(offline_baseline))
         self.model = model
@@ -221,7 +233,8 @@ class JudgeStage(Stage):
                        max_tokens=self.max_tokens)
         else:
             cfg.update(offline_embeddings=self.offline_embeddings, offline_baseline=self.offline_baseline,
-                       offline_thresholds=dict(self.offline_thresholds))
+                       offline_thresholds=dict(self.offline_thresholds), offline_narrow=self.offline_narrow,
+                       offline_outlier_z=self.offline_outlier_z)
         return cfg
 
     def extra_columns(self) -> Sequence[str]:
@@ -358,7 +371,8 @@ class JudgeStage(Stage):
         if self.backend == "offline":
             judge = OfflineJudge(OfflineThresholds(**self.offline_thresholds),
                                  encoder="auto" if self.offline_embeddings == "minilm" else None,
-                                 baseline=self.offline_baseline)
+                                 baseline=self.offline_baseline, narrow=self.offline_narrow,
+                                 outlier_z=self.offline_outlier_z)
             return OfflineBackend(judge), lambda: None
         from ...llm import LLMClient
 
