@@ -215,7 +215,7 @@ def _near_dup_image(src: Any, row: int, p: Dict[str, float]) -> bytes:
     x0, y0 = int(round((w - cw) * p["ox"])), int(round((h - ch) * p["oy"]))
     img = img.crop((x0, y0, x0 + cw, y0 + ch))
     nw, nh = max(1, int(round(cw * p["scale"]))), max(1, int(round(ch * p["scale"])))
-    img = img.resize((nw, nh), Image.BICUBIC)
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=int(p["quality"]))
     return buf.getvalue()

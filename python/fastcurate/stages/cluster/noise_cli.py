@@ -119,11 +119,14 @@ def load_texts(path: str, column: Optional[str] = None) -> Tuple[List[Optional[s
     if not f.is_file():
         raise InputError(f"--texts {f}: no such file")
     suffix = f.suffix.lower()
+    lines: List[Optional[str]]
     if suffix == ".txt":
-        return f.read_text(encoding="utf-8").splitlines(), "line"
+        lines = list(f.read_text(encoding="utf-8").splitlines())
+        return lines, "line"
     if suffix == ".tsv" and column is None:
         with open(f, encoding="utf-8", newline="") as fh:
-            return [row[0] if row else "" for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)], "field 1"
+            lines = [row[0] if row else "" for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
+        return lines, "field 1"
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
