@@ -39,6 +39,7 @@ from .models import (
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
 from .kernels.kmeans import Assignment, KMeans
 from .kernels.silhouette import SilhouetteResult, silhouette
+from .stages.cluster.noise import NoiseStudyResult, noise_study
 from .metadata import build_metadata, load_metadata, save_metadata
 from .runner import Batch, Context, Result, Stage, run_stage
 from .pipeline import load_pipeline, run_pipeline
@@ -61,6 +62,8 @@ __all__ = [
     "Assignment",
     "silhouette",
     "SilhouetteResult",
+    "noise_study",
+    "NoiseStudyResult",
     "build_metadata",
     "load_metadata",
     "save_metadata",

@@ -31,6 +31,7 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.cluster.cli",
     "fastcurate.stages.semdedup.cli",
     "fastcurate.stages.judge.cli",
+    "fastcurate.stages.cluster.noise_cli",  # a study over a clean set, not a per-row stage
 ]
 
 
