@@ -47,6 +47,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from calibrate_judge import load_pool, pool_embeddings  # noqa: E402
 
+import fastcurate  # noqa: E402
+
 from fastcurate.stages.judge import (  # noqa: E402
     HIGH,
     LOW,
@@ -323,7 +325,7 @@ def bench_llm(a) -> dict:
         cache = work / "kill.sqlite"
         with FakeLLMServer(upstream=urls4[0], behaviour=lambda r, n: None) as p0, \
                 FakeLLMServer(upstream=urls4[1], behaviour=lambda r, n: None) as p1:
-            code = KILL_CHILD.format(py=str(ROOT / "python"), recs=pickle.dumps(recs_k).hex(), model=model,
+            code = KILL_CHILD.format(py=str(Path(fastcurate.__file__).resolve().parents[1]), recs=pickle.dumps(recs_k).hex(), model=model,
                                      urls=[p0.base_url, p1.base_url], cache=str(cache), conc=2)
             child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
             while True:

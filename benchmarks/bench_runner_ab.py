@@ -53,11 +53,13 @@ def build_before(rev: str) -> Path:
 # The CLI run through runpy, printing the process's own peak RSS (VmHWM) at exit: ru_maxrss from
 # wait4 would carry the parent's peak across the exec.
 WRAP = """
-import atexit, runpy, sys
+import atexit, resource, runpy, sys
 def _hwm():
     with open("/proc/self/status") as f:
         kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
     print(f"VMHWM_KB {kb}", file=sys.stderr)
+    r = resource.getrusage(resource.RUSAGE_SELF)  # all threads of the process
+    print(f"CPU_S {r.ru_utime + r.ru_stime}", file=sys.stderr)
 atexit.register(_hwm)
 sys.argv = ["fastcurate"] + sys.argv[1:]
 runpy.run_module("fastcurate", run_name="__main__")
@@ -72,7 +74,8 @@ def run(args: List[str], pythonpath: Path) -> Dict[str, float]:
     if p.returncode != 0:
         raise SystemExit(f"failed ({p.returncode}): {' '.join(args)}\n{p.stderr[-3000:]}")
     kb = next(int(l.split()[1]) for l in p.stderr.splitlines() if l.startswith("VMHWM_KB"))
-    return {"s": wall, "rss_mb": kb / 1024.0}
+    cpu = next(float(l.split()[1]) for l in p.stderr.splitlines() if l.startswith("CPU_S"))
+    return {"s": wall, "cpu_s": cpu, "rss_mb": kb / 1024.0}
 
 
 def kept(out: Path) -> int:
@@ -152,24 +155,29 @@ def main() -> int:
                 m = run(cmd(out), before_pp if side == "before" else after_pp)
                 res[job][side].append(m)
                 counts[job][side] = kept(out)
-                print(f"round {r + 1} {job:6s} {side:6s} {m['s']:7.2f} s  {m['rss_mb']:7.0f} MB  kept {counts[job][side]:,}",
+                print(f"round {r + 1} {job:6s} {side:6s} {m['s']:7.2f} s  {m['cpu_s']:7.2f} CPU s  {m['rss_mb']:7.0f} MB  "
+                      f"kept {counts[job][side]:,}  load {os.getloadavg()[0]:.1f}",
                       flush=True)
     load1 = os.getloadavg()
     summary = {"before": a.before, "rows": a.rows, "photos": a.photos, "rounds": a.rounds,
                "load_start": load0, "load_end": load1, "jobs": {}}
     print(f"\nload average: start {load0[0]:.2f}, end {load1[0]:.2f}")
-    print(f"| job | before s (median) | after s (median) | after / before | before peak RSS MB | after peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| job | before s (median) | after s (median) | after / before | before CPU s | after CPU s | after / before (CPU) "
+          "| before peak RSS MB | after peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for job in jobs:
         if counts[job]["before"] != counts[job]["after"]:
             raise SystemExit(f"{job}: kept {counts[job]['before']} rows before and {counts[job]['after']} after")
         b = statistics.median(x["s"] for x in res[job]["before"])
         f = statistics.median(x["s"] for x in res[job]["after"])
+        cb = statistics.median(x["cpu_s"] for x in res[job]["before"])
+        cf = statistics.median(x["cpu_s"] for x in res[job]["after"])
         rb = max(x["rss_mb"] for x in res[job]["before"])
         rf = max(x["rss_mb"] for x in res[job]["after"])
-        summary["jobs"][job] = {"before_s": b, "after_s": f, "ratio": f / b, "before_rss_mb": rb, "after_rss_mb": rf,
-                                "kept": counts[job]["after"]}
-        print(f"| {job} | {b:.2f} | {f:.2f} | {f / b:.2f} | {rb:.0f} | {rf:.0f} |")
+        summary["jobs"][job] = {"before_s": b, "after_s": f, "ratio": f / b, "before_cpu_s": cb, "after_cpu_s": cf,
+                                "cpu_ratio": cf / cb, "before_rss_mb": rb, "after_rss_mb": rf, "kept": counts[job]["after"],
+                                "runs": res[job]}
+        print(f"| {job} | {b:.2f} | {f:.2f} | {f / b:.2f} | {cb:.2f} | {cf:.2f} | {cf / cb:.2f} | {rb:.0f} | {rf:.0f} |")
     Path(a.json).write_text(json.dumps(summary, indent=2))
     return 0
 

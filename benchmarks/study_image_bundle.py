@@ -20,6 +20,7 @@ and the EfficientNet-Lite0 packages; bundles are cached under .bench/.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import csv
 import json
 import os
@@ -32,7 +33,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+if importlib.util.find_spec("fastcurate") is None:  # a checkout run without installing the package
+    sys.path.insert(0, str(ROOT / "python"))
 DATA = ROOT.parent / "shared" / "data"
 CLOTHING = DATA / "images" / "clothing_small"
 COCO = DATA / "images" / "coco_mini_val"

@@ -147,3 +147,14 @@ class FakeLLMServer:
 
     def __exit__(self, *a: Any) -> None:
         self.close()
+
+
+def package_root() -> str:
+    """The directory that holds the fastcurate this process imported (site-packages when the
+    package is installed, the checkout's python/ in a dev build), for a child's sys.path: a child
+    must import the same build, with its compiled _core."""
+    from pathlib import Path
+
+    import fastcurate
+
+    return str(Path(fastcurate.__file__).resolve().parents[1])

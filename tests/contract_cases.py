@@ -249,6 +249,102 @@ def _semdedup() -> Any:
 CASES["semdedup"] = lambda: Case(near_duplicate_embeddings(300), _semdedup)
 
 
+# ---- judge: the output of `fastcurate cluster` (rows with a cluster column) and its clusters.parquet
+_SUBJECTS = ["red fox", "old lighthouse", "wooden violin", "steam train", "bowl of ramen", "snowy owl", "city tram",
+             "vintage typewriter", "sailing boat", "brown bear", "glass teapot", "mountain goat", "leather boots",
+             "street musician", "paper lantern", "golden retriever", "stone bridge", "hot air balloon", "tabby cat",
+             "fishing harbour", "desert cactus", "ceramic vase", "marching band", "rice terrace", "racing bicycle"]
+_PLACES = ["in the snow", "at dusk", "on a wooden table", "near the river", "under a cloudy sky", "in a busy market",
+           "by the sea", "in autumn light", "on a quiet street", "inside a museum"]
+_FORMS = ["A {a} {p}", "{A} photographed {p}", "Close-up of a {a}", "Watercolor painting of a {a} {p}",
+          "Two children looking at a {a}", "Map showing where to find the {a}", "The {a}, seen from above",
+          "Black and white photo of a {a} {p}"]
+
+
+def varied_caption(rng: np.random.Generator) -> str:
+    a = _SUBJECTS[int(rng.integers(len(_SUBJECTS)))]
+    f = _FORMS[int(rng.integers(len(_FORMS)))]
+    return f.format(a=a, A=a.capitalize(), p=_PLACES[int(rng.integers(len(_PLACES)))])
+
+
+def judge_tables(n: int, k: int = 24, d: int = 16, seed: int = 0) -> "tuple[pa.Table, pa.Table]":
+    """(rows, clusters): rows as `fastcurate cluster` writes them (uid, caption, cluster,
+    cos_to_centroid; some null uids and some rows without a cluster) and the clusters table
+    (clusters.parquet's columns) of k clusters: varied captions (the offline judge finds most High
+    Value, a few Low Value for repetitive wording or a narrow topic), camera file names, a numbered
+    template, and a last cluster with no samples (judged "error") that still has rows."""
+    rng = np.random.default_rng(seed)
+    caps: list = []
+    for c in range(k):
+        if c == k - 1:
+            caps.append([])
+        elif c == k - 2:
+            caps.append([f"Lot {int(rng.integers(1, 300))}: oak dining chair" for _ in range(5)])
+        elif c == k - 3:
+            caps.append([f"IMG_{int(rng.integers(1000, 9999))}.JPG" for _ in range(5)])
+        else:
+            caps.append([varied_caption(rng) for _ in range(5)])
+    lab = rng.integers(0, k, size=n)
+    uids = [None if i % 89 == 3 else f"j{i:05d}" for i in range(n)]
+    cluster = [None if i % 31 == 4 else int(c) for i, c in enumerate(lab)]
+    text = [caps[c][int(rng.integers(len(caps[c])))] if caps[c] else varied_caption(rng) for c in lab]
+    rows = pa.table({"uid": pa.array(uids, pa.string()), "caption": text, "cluster": pa.array(cluster, pa.int32()),
+                     "cos_to_centroid": pa.array(rng.uniform(0.2, 0.9, n).astype(np.float32))})
+
+    def embs(m: int) -> list:
+        return rng.normal(size=(m, d)).astype(np.float32).tolist()
+
+    members = [[u for u, c in zip(uids, cluster) if c == j and u is not None] for j in range(k)]
+    clusters = pa.table({
+        "cluster": pa.array(np.arange(k, dtype=np.int32)),
+        "size": pa.array([int((lab == j).sum()) for j in range(k)], pa.int64()),
+        "closest_uid": pa.array([m[:len(c)] for m, c in zip(members, caps)], pa.list_(pa.string())),
+        "closest": pa.array(caps, pa.list_(pa.string())),
+        "closest_emb": pa.array([embs(len(c)) for c in caps], pa.list_(pa.list_(pa.float32(), d))),
+        "furthest_uid": pa.array([m[-2:] if c else [] for m, c in zip(members, caps)], pa.list_(pa.string())),
+        "furthest": pa.array([[varied_caption(rng) for _ in range(2)] if c else [] for c in caps],
+                             pa.list_(pa.string())),
+        "furthest_emb": pa.array([embs(2 if c else 0) for c in caps], pa.list_(pa.list_(pa.float32(), d))),
+    })
+    return rows, clusters
+
+
+def stage_file(table: pa.Table, name: str) -> Path:
+    """``table`` as Parquet file ``name`` in a directory named by its content (so a case rebuilt in
+    the kill tests' subprocess finds the same file, same mtime: the same manifest). Removed at exit
+    by the process that wrote it."""
+    import atexit
+    import hashlib
+    import shutil
+    import tempfile
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    data = buf.getvalue().to_pybytes()
+    d = Path(tempfile.gettempdir()) / f"fastcurate-case-{hashlib.sha256(data).hexdigest()[:16]}"
+    path = d / name
+    if not path.is_file():
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        atexit.register(shutil.rmtree, d, True)
+    return path
+
+
+def _judge_case() -> Case:
+    from fastcurate.stages.judge.stage import JudgeStage
+
+    rows, clusters = judge_tables(700)
+    path = stage_file(clusters, "clusters.parquet")
+    # drop_unjudged: every drop reason occurs (Low Value, the sample-less cluster, rows without a cluster)
+    return Case(rows, lambda: JudgeStage(backend="offline", with_furthest=True, drop_unjudged=True,
+                                         clusters_file=path))
+
+
+CASES["judge"] = _judge_case
+
+
 def group_table(n: int, seed: int = 0) -> pa.Table:
     """Rows of web pages: a page URL per row (some null, one page too large, single-row pages),
     JPEGs with byte-identical and re-encoded copies inside a page and across pages, captions

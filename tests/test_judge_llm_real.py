@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from _fake_llm import FakeLLMServer
+from _fake_llm import FakeLLMServer, package_root
 
 from fastcurate.errors import ModelError
 from fastcurate.llm import LlamaServer, LLMClient, LLMUnavailableError, ResponseCache, llama_server_available, smollm2_gguf
@@ -214,7 +214,7 @@ def test_replicas_start_answer_and_stop(tmp_path):
     code = ("import sys, time; sys.path.insert(0, %r)\n"
             "from fastcurate.llm import LlamaServer\n"
             "s = LlamaServer(%r).start(); print(s.pids[0], flush=True); time.sleep(120)") % (
-        str(__import__("pathlib").Path(__file__).resolve().parents[1] / "python"), str(_gguf()))
+        package_root(), str(_gguf()))
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     child = int(p.stdout.readline())
     p.kill()

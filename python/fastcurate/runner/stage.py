@@ -137,6 +137,12 @@ class Context:
     threads: Optional[int] = None
     progress: bool = True
     log: Callable[[str], None] = print
+    # Wall times and other run-dependent numbers (requests sent, cache hits) that a stage measured
+    # in its driver-side phases (``reduce``, ``finalize``). The runner writes them to
+    # ``timings.json`` under the stage's name; they must stay out of ``stats.json`` and the stage
+    # files, which are byte-identical between runs. Values set in ``scan``/``process`` under a
+    # cluster engine stay in the worker.
+    timings: Dict[str, Any] = field(default_factory=dict)
 
     def shard_work(self, shard: ShardRef) -> Path:
         """A directory for ``shard``'s resume state (created on demand, removed with ``_work``)."""

@@ -18,6 +18,7 @@ STAGES: Dict[str, str] = {
     "dedup": "fastcurate.stages.dedup.stage:DedupStage",
     "cluster": "fastcurate.stages.cluster.stage:ClusterStage",
     "semdedup": "fastcurate.stages.semdedup.stage:SemDedupStage",
+    "judge": "fastcurate.stages.judge.stage:JudgeStage",
     "group": "fastcurate.stages.group.stage:GroupStage",
     "annotate": "fastcurate.stages.annotate.stage:AnnotateStage",
     "pairs": "fastcurate.stages.pairs.stage:PairsStage",
@@ -33,6 +34,8 @@ CLI_MODULES: List[str] = [
     "fastcurate.stages.dedup.cli",
     "fastcurate.stages.cluster.cli",
     "fastcurate.stages.semdedup.cli",
+    "fastcurate.stages.judge.cli",
+    "fastcurate.stages.cluster.noise_cli",  # a study over a clean set, not a per-row stage
     "fastcurate.stages.group.cli",
     "fastcurate.stages.annotate.cli",
     "fastcurate.stages.pairs.cli",

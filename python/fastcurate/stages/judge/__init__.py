@@ -7,7 +7,9 @@ Entry points (also reachable as ``fastcurate.judge``):
 - :func:`offline` (closest, furthest=None, embeddings=None) -> :class:`Judgment`;
 - :func:`judge_clusters` (clusters, backend) -> :class:`JudgeResult` (judgments table + report),
   with the backends :class:`OfflineBackend` and :class:`OpenAIBackend`;
-- :func:`judge_report`, :func:`low_value_filter`, :func:`parse_answer`.
+- :func:`judge_report`, :func:`low_value_filter`, :func:`parse_answer`;
+- the stage: :class:`JudgeStage` (``fastcurate judge``) and :func:`judge_dir` (cluster output
+  directory -> judged, filtered output directory).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .offline import (
     offline,
 )
 from .parse import ANSWER_SCHEMA, ERROR, HIGH, LABELS, LOW, UNPARSED, ParsedAnswer, parse_answer
+from .stage import JudgeStage, judge_dir
 from .prompt import (
     DEFAULT_MAX_CHARS,
     DEFAULT_SAMPLES,
@@ -52,5 +55,5 @@ __all__ = [
     "ERROR", "offline", "OfflineJudge", "OfflineThresholds", "Judgment", "FEATURES", "MINILM_BASELINE",
     "OFFLINE_MODEL", "minilm_encoder", "junk_flags", "is_junk", "JUNK_RULES", "judge_clusters", "judge_report",
     "low_value_filter", "ClusterRecord", "JudgeResult", "OfflineBackend", "OpenAIBackend", "JUDGMENT_SCHEMA",
-    "FEATURES_TYPE", "template_examples", "TemplateExample", "TEMPLATE_EXAMPLES",
+    "FEATURES_TYPE", "template_examples", "TemplateExample", "TEMPLATE_EXAMPLES", "JudgeStage", "judge_dir",
 ]
