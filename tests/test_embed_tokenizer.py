@@ -324,3 +324,34 @@ def test_real_non_ascii_captions_mostly_skip_ftfy():
     out = np.zeros((len(texts), 77), np.int64)
     _, status = bpe.tokenize("list", texts, out, False)
     assert (status == 3).mean() > 0.85, np.bincount(status)
+
+
+def test_ftfy_tables_are_cached_on_disk_and_a_bad_cache_file_is_rebuilt(tmp_path, monkeypatch):
+    import dataclasses
+
+    import numpy as np
+
+    from fastcurate.models import _ftfy_noop as f
+
+    if f._build() is None:
+        pytest.skip("this ftfy is not one the no-op analysis covers")
+    monkeypatch.setenv("FASTCURATE_CACHE", str(tmp_path))
+    ref = f._build()
+
+    def same(a, b):
+        return all(np.array_equal(getattr(a, x.name), getattr(b, x.name)) and getattr(a, x.name).dtype == getattr(b, x.name).dtype
+                   for x in dataclasses.fields(a))
+
+    f.build.cache_clear()
+    try:
+        assert same(f.build(), ref)
+        (path,) = tmp_path.glob("ftfy_noop_*.npz")
+        f.build.cache_clear()
+        assert same(f.build(), ref)  # read back from the file
+        path.write_bytes(b"not an npz")
+        f.build.cache_clear()
+        assert same(f.build(), ref)  # rebuilt and rewritten
+        with np.load(path) as z:
+            assert set(z.files) == {x.name for x in dataclasses.fields(ref)}
+    finally:
+        f.build.cache_clear()
