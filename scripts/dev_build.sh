@@ -14,4 +14,6 @@ if [ ! -f build/dev/build.ninja ]; then
 fi
 cmake --build build/dev
 so=$(ls build/dev/_core*.so)
-cp -f "$so" python/fastcurate/
+# a new inode (copy, then rename): a process that has the old module loaded keeps a valid mapping
+cp -f "$so" "python/fastcurate/.$(basename "$so").tmp"
+mv -f "python/fastcurate/.$(basename "$so").tmp" "python/fastcurate/$(basename "$so")"
