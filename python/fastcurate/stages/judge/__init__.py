@@ -14,40 +14,104 @@ Entry points (also reachable as ``fastcurate.judge``):
 
 from __future__ import annotations
 
-from .examples import TEMPLATE_EXAMPLES, TemplateExample, template_examples
-from .judge import (
-    FEATURES_TYPE,
-    JUDGMENT_SCHEMA,
-    ClusterRecord,
-    JudgeResult,
-    OfflineBackend,
-    OpenAIBackend,
-    judge_clusters,
-    judge_report,
-    low_value_filter,
-)
-from .junk import JUNK_RULES, is_junk, junk_flags
-from .offline import (
-    FEATURES,
-    MINILM_BASELINE,
-    OFFLINE_MODEL,
-    Judgment,
-    OfflineJudge,
-    OfflineThresholds,
-    minilm_encoder,
-    offline,
-)
-from .parse import ANSWER_SCHEMA, ERROR, HIGH, LABELS, LOW, UNPARSED, ParsedAnswer, parse_answer
-from .stage import JudgeStage, judge_dir
-from .prompt import (
-    DEFAULT_MAX_CHARS,
-    DEFAULT_SAMPLES,
-    TEMPLATE_PATH,
-    escape_sample,
-    load_template,
-    prompt_sha256,
-    render_prompt,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .examples import TEMPLATE_EXAMPLES, TemplateExample, template_examples
+    from .judge import (
+        FEATURES_TYPE,
+        JUDGMENT_SCHEMA,
+        ClusterRecord,
+        JudgeResult,
+        OfflineBackend,
+        OpenAIBackend,
+        judge_clusters,
+        judge_report,
+        low_value_filter,
+    )
+    from .junk import JUNK_RULES, is_junk, junk_flags
+    from .offline import (
+        FEATURES,
+        MINILM_BASELINE,
+        OFFLINE_MODEL,
+        Judgment,
+        OfflineJudge,
+        OfflineThresholds,
+        minilm_encoder,
+        offline,
+    )
+    from .parse import ANSWER_SCHEMA, ERROR, HIGH, LABELS, LOW, UNPARSED, ParsedAnswer, parse_answer
+    from .stage import JudgeStage, judge_dir
+    from .prompt import (
+        DEFAULT_MAX_CHARS,
+        DEFAULT_SAMPLES,
+        TEMPLATE_PATH,
+        escape_sample,
+        load_template,
+        prompt_sha256,
+        render_prompt,
+    )
+
+# Names resolve on first use (PEP 562): importing this package (every `fastcurate` command does, to
+# register `fastcurate judge`) must not import the judge's dependencies.
+_LAZY = {
+    "TEMPLATE_EXAMPLES": ".examples",
+    "TemplateExample": ".examples",
+    "template_examples": ".examples",
+    "FEATURES_TYPE": ".judge",
+    "JUDGMENT_SCHEMA": ".judge",
+    "ClusterRecord": ".judge",
+    "JudgeResult": ".judge",
+    "OfflineBackend": ".judge",
+    "OpenAIBackend": ".judge",
+    "judge_clusters": ".judge",
+    "judge_report": ".judge",
+    "low_value_filter": ".judge",
+    "JUNK_RULES": ".junk",
+    "is_junk": ".junk",
+    "junk_flags": ".junk",
+    "FEATURES": ".offline",
+    "MINILM_BASELINE": ".offline",
+    "OFFLINE_MODEL": ".offline",
+    "Judgment": ".offline",
+    "OfflineJudge": ".offline",
+    "OfflineThresholds": ".offline",
+    "minilm_encoder": ".offline",
+    "offline": ".offline",
+    "ANSWER_SCHEMA": ".parse",
+    "ERROR": ".parse",
+    "HIGH": ".parse",
+    "LABELS": ".parse",
+    "LOW": ".parse",
+    "UNPARSED": ".parse",
+    "ParsedAnswer": ".parse",
+    "parse_answer": ".parse",
+    "JudgeStage": ".stage",
+    "judge_dir": ".stage",
+    "DEFAULT_MAX_CHARS": ".prompt",
+    "DEFAULT_SAMPLES": ".prompt",
+    "TEMPLATE_PATH": ".prompt",
+    "escape_sample": ".prompt",
+    "load_template": ".prompt",
+    "prompt_sha256": ".prompt",
+    "render_prompt": ".prompt",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "render_prompt", "escape_sample", "load_template", "prompt_sha256", "TEMPLATE_PATH", "DEFAULT_SAMPLES",
