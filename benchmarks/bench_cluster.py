@@ -239,12 +239,6 @@ def bench_kmeans(args: argparse.Namespace) -> None:
          (measured at 1/4 scale, times 16: it costs k * n * d) + the iterations found in 3 times the
          per-iteration time of 2.
     """
-    import contextlib
-    import io
-
-    from sklearn.cluster import KMeans as SkKMeans
-    from sklearn.cluster import kmeans_plusplus
-
     path = synthetic_pool(args.pool)
     x16 = np.asarray(np.load(path, mmap_mode="r")[: args.n])
     k = args.k
@@ -261,9 +255,21 @@ def bench_kmeans(args: argparse.Namespace) -> None:
         rec["empty_clusters"] = int((np.bincount(a.labels, minlength=kk) == 0).sum())
         return rec
 
+    steps = set(args.kmeans_steps.split(","))
     # 1. fastcurate, full scale
-    full = ours(x16, k, args.niter)
-    emit({"part": "kmeans-fastcurate", "scale": "full", **{kk: (round(v, 4) if isinstance(v, float) else v) for kk, v in full.items()}})
+    if "full" in steps:
+        full = ours(x16, k, args.niter)
+        emit({"part": "kmeans-fastcurate", "scale": "full", **{kk: (round(v, 4) if isinstance(v, float) else v) for kk, v in full.items()}})
+    if "per-iter" in steps:
+        per_iter, per_iter_cpu = _sk_per_iter(x16, k)
+    if "small" not in steps:
+        return
+    _kmeans_small(args, x16, k, ours, **({"full": full, "per_iter": per_iter, "per_iter_cpu": per_iter_cpu}
+                                          if {"full", "per-iter"} <= steps else {}))
+
+
+def _sk_per_iter(x16: np.ndarray, k: int) -> Tuple[float, float]:
+    from sklearn.cluster import KMeans as SkKMeans
 
     # 2. sklearn per iteration, full scale
     x32 = x16.astype(np.float32)
@@ -275,6 +281,16 @@ def bench_kmeans(args: argparse.Namespace) -> None:
     emit({"part": "kmeans-sklearn-per-iter", "scale": "full", "iterations": int(m.n_iter_),
           "seconds_per_iter": round(per_iter, 2), "cpu_s_per_iter": round(per_iter_cpu, 2)})
     del x32
+    return per_iter, per_iter_cpu
+
+
+def _kmeans_small(args: argparse.Namespace, x16: np.ndarray, k: int, ours: Callable[..., Dict[str, Any]],
+                  full: Any = None, per_iter: float = 0.0, per_iter_cpu: float = 0.0) -> None:
+    import contextlib
+    import io
+
+    from sklearn.cluster import KMeans as SkKMeans
+    from sklearn.cluster import kmeans_plusplus
 
     # 3. iterations-to-inertia at 1/4 scale
     ns, ks = len(x16) // 4, k // 4
@@ -299,7 +315,9 @@ def bench_kmeans(args: argparse.Namespace) -> None:
           "sklearn_inertia_curve": curve, "sklearn_iters_to_reach_fastcurate": reach,
           "fastcurate_vs_sklearn_final": round(small["inertia"] / final, 5)})
 
-    # 4. estimate at full scale
+    # 4. estimate at full scale (when this run measured steps 1 and 2 as well)
+    if full is None:
+        return
     if reach is not None:
         est = 16 * init_s + reach * per_iter
         est_cpu = 16 * init_cpu + reach * per_iter_cpu
@@ -583,6 +601,9 @@ def main() -> None:
     ap.add_argument("--real-ks", type=int, nargs="*", default=[100])
     ap.add_argument("--niter", type=int, default=20, help="fastcurate k-means iterations")
     ap.add_argument("--sk-iters-small", type=int, default=60, help="sklearn iterations at 1/4 scale")
+    ap.add_argument("--kmeans-steps", default="full,per-iter,small",
+                    help="k-means: which steps to run (full: fastcurate at full scale; per-iter: sklearn's time per "
+                         "iteration at full scale; small: iterations-to-inertia at 1/4 scale); the estimate needs all")
     ap.add_argument("--sk-sizes", type=int, nargs="*", default=[5000, 10000, 20000])
     ap.add_argument("--ot-sizes", type=int, nargs="*", default=[5000, 10000, 20000, 100000])
     ap.add_argument("--tsne-one-round-above", type=int, default=10_000,
