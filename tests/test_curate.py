@@ -459,3 +459,21 @@ def test_index_output_equals_rows_output_and_writes_datacomps_subset(tmp_path, t
     ref.sort()
     assert sub.dtype == np.dtype("u8,u8") and np.array_equal(sub, ref)
     assert idx["curate"]["subset_file"] == "subset.npy" and rows["curate"]["subset_file"] is None
+
+
+def test_hex128_pairs_equal_pythons_int_parse_for_every_string_layout():
+    import secrets
+
+    import numpy as np
+    import pyarrow as pa
+
+    from fastcurate.errors import InputError
+    from fastcurate.stages.curate.stage import hex128_pairs
+
+    u = [secrets.token_hex(16) for _ in range(500)] + ["F" * 16 + "0" * 15 + "1", "0" * 16 + "0123456789AbCdEf"]
+    ref = np.array([(int(x[:16], 16), int(x[16:], 16)) for x in u], dtype="u8,u8")
+    for arr in (pa.array(u), pa.array(u, pa.large_string())):
+        assert (hex128_pairs(arr) == ref).all()
+        assert (hex128_pairs(arr.slice(7, 100)) == ref[7:107]).all()
+    with pytest.raises(InputError):
+        hex128_pairs(pa.array(["g" * 32]))
