@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
 from ..io.discover import ShardRef
-from ..runner.stage import Context
+from ..runner.stage import Batch, Context, Result
 
-__all__ = ["write_strings", "read_strings", "lookup_strings"]
+__all__ = ["write_strings", "read_strings", "lookup_strings", "decided_results"]
 
 
 def write_strings(path: Path, values: Any) -> None:
@@ -49,3 +49,20 @@ def lookup_strings(ctx: Context, shards: Sequence[ShardRef], starts: np.ndarray,
         for i, v in zip(sel.tolist(), vals):
             out[i] = v
     return out
+
+
+def decided_results(batches: Iterator[Batch], code: np.ndarray, detail: Sequence[Optional[str]], names: Sequence[str],
+                    columns: Optional[Mapping[str, np.ndarray]] = None,
+                    batch_columns: Optional[Callable[[Batch], Dict[str, Any]]] = None) -> Iterator[Result]:
+    """The per-shard pass of a stage whose global pass decided every row: ``code`` (one drop code
+    per row of the shard, 0 = kept) and ``detail`` (one string or None per row) applied batch by
+    batch; ``columns`` are per-row arrays of the shard added to the kept rows, ``batch_columns``
+    computes more from each batch."""
+    for b in batches:
+        lo, hi = b.offset, b.offset + len(b)
+        c = code[lo:hi]
+        cols: Optional[Dict[str, Any]] = None
+        if columns or batch_columns:
+            cols = dict(batch_columns(b)) if batch_columns is not None else {}
+            cols.update((k, v[lo:hi]) for k, v in (columns or {}).items())
+        yield Result.from_codes(c, names, detail=[detail[lo + i] for i in np.flatnonzero(c)], columns=cols)

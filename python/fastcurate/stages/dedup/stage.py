@@ -27,7 +27,7 @@ from ...errors import InputError
 from ...io.atomic import atomic_write_bytes, atomic_write_npy
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from .._rowstore import lookup_strings, read_strings, write_strings
+from .._rowstore import decided_results, lookup_strings, read_strings, write_strings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -252,12 +252,7 @@ class DedupStage(Stage):
     # ---- per-shard pass
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
         d = ctx.shard_work(shard)
-        code = np.load(d / "code.npy")
-        detail = read_strings(d / "detail.parquet").to_pylist()
-        for b in batches:
-            lo, hi = b.offset, b.offset + len(b)
-            c = code[lo:hi]
-            yield Result.from_codes(c, CODES, detail=[detail[lo + i] for i in np.flatnonzero(c)])
+        return decided_results(batches, np.load(d / "code.npy"), read_strings(d / "detail.parquet").to_pylist(), CODES)
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None

@@ -43,7 +43,7 @@ from ...io.atomic import atomic_write_bytes, atomic_write_npy
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from .._rowstore import write_strings
+from .._rowstore import decided_results, read_strings, write_strings
 from ..dedup.stage import EXACT_KEYS, DedupStage
 from ..filter.stage import CAPTION_RULES, CODES as FILTER_CODES, FilterStage
 
@@ -381,18 +381,11 @@ class GroupStage(Stage):
 
     # ---- per-shard pass
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
-        import pyarrow.parquet as pq
-
         d = ctx.shard_work(shard)
-        code = np.load(d / "group_code.npy")
-        size = np.load(d / "group_size.npy")
-        detail = pq.read_table(d / "group_detail.parquet").column(0).to_pylist()
-        for b in batches:
-            lo, hi = b.offset, b.offset + len(b)
-            c = code[lo:hi]
-            keys = self.keys(b)
-            yield Result.from_codes(c, CODES, detail=[detail[lo + i] for i in np.flatnonzero(c)],
-                                    columns={"group": keys, "group_size": size[lo:hi]})
+        return decided_results(batches, np.load(d / "group_code.npy"),
+                               read_strings(d / "group_detail.parquet").to_pylist(), CODES,
+                               columns={"group_size": np.load(d / "group_size.npy")},
+                               batch_columns=lambda b: {"group": self.keys(b)})
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None

@@ -34,7 +34,7 @@ from ...io.atomic import atomic_write_json, atomic_write_npy, atomic_write_table
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from .._rowstore import write_strings
+from .._rowstore import decided_results, read_strings, write_strings
 from ..pairs.stage import PAIRS_FILE, _copy_atomic
 from .offline import OFFLINE_BACKEND, offline_instruction
 from .parse import INSTRUCTION_SCHEMA, parse_instruction
@@ -391,17 +391,10 @@ class InstructStage(Stage):
 
     # ---- per-shard pass
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
-        import pyarrow.parquet as pq
-
         d = ctx.shard_work(shard)
-        code = np.load(d / "instruct_code.npy")
-        count = np.load(d / "instruction_count.npy")
-        detail = pq.read_table(d / "instruct_detail.parquet").column(0).to_pylist()
-        for b in batches:
-            lo, hi = b.offset, b.offset + len(b)
-            c = code[lo:hi]
-            yield Result.from_codes(c, CODES, detail=[detail[lo + i] for i in np.flatnonzero(c)],
-                                    columns={"instruction_count": count[lo:hi]})
+        return decided_results(batches, np.load(d / "instruct_code.npy"),
+                               read_strings(d / "instruct_detail.parquet").to_pylist(), CODES,
+                               columns={"instruction_count": np.load(d / "instruction_count.npy")})
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None

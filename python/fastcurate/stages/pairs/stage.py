@@ -40,7 +40,7 @@ from ...io.atomic import atomic_path, atomic_write_bytes, atomic_write_npy, atom
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from .._rowstore import write_strings
+from .._rowstore import decided_results, read_strings, write_strings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -585,17 +585,10 @@ class PairsStage(Stage):
 
     # ---- per-shard pass
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
-        import pyarrow.parquet as pq
-
         d = ctx.shard_work(shard)
-        code = np.load(d / "pairs_code.npy")
-        count = np.load(d / "pair_count.npy")
-        detail = pq.read_table(d / "pairs_detail.parquet").column(0).to_pylist()
-        for b in batches:
-            lo, hi = b.offset, b.offset + len(b)
-            c = code[lo:hi]
-            yield Result.from_codes(c, CODES, detail=[detail[lo + i] for i in np.flatnonzero(c)],
-                                    columns={"pair_count": count[lo:hi]})
+        return decided_results(batches, np.load(d / "pairs_code.npy"),
+                               read_strings(d / "pairs_detail.parquet").to_pylist(), CODES,
+                               columns={"pair_count": np.load(d / "pair_count.npy")})
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None

@@ -24,7 +24,7 @@ from ...io.atomic import atomic_write_npy
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
 from .._embeddings import BAD_CODES, load_all, scan_embeddings, space_columns
-from .._rowstore import lookup_strings, read_strings, write_strings
+from .._rowstore import decided_results, lookup_strings, read_strings, write_strings
 from ..cluster.stage import _hash_sample, _usable_view
 
 if TYPE_CHECKING:
@@ -140,12 +140,7 @@ class SemDedupStage(Stage):
 
     def process(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Iterator[Result]:
         w = ctx.shard_work(shard)
-        code = np.load(w / "decision.npy")
-        detail = read_strings(w / "detail.parquet").to_pylist()
-        for b in batches:
-            lo, hi = b.offset, b.offset + len(b)
-            c = code[lo:hi]
-            yield Result.from_codes(c, CODES, detail=[detail[lo + i] for i in np.flatnonzero(c)])
+        return decided_results(batches, np.load(w / "decision.npy"), read_strings(w / "detail.parquet").to_pylist(), CODES)
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None
