@@ -8,6 +8,8 @@ per stage). See the README for a tour and docs/ for each stage's exact semantics
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import FastcurateError, FormatError, InputError, InputTypeError, ModelError
 from .kernels.balance import (
     balance,
@@ -21,8 +23,6 @@ from .kernels.balance import (
     t_to_p,
     uniform_draws,
 )
-from typing import TYPE_CHECKING, Any
-
 from .stages.curate.stage import curate
 from .stages.embed.stage import embed_shards
 from .models import (

@@ -56,8 +56,8 @@ def decided_results(batches: Iterator[Batch], code: np.ndarray, detail: Sequence
                     batch_columns: Optional[Callable[[Batch], Dict[str, Any]]] = None) -> Iterator[Result]:
     """The per-shard pass of a stage whose global pass decided every row: ``code`` (one drop code
     per row of the shard, 0 = kept) and ``detail`` (one string or None per row) applied batch by
-    batch; ``columns`` are per-row arrays of the shard added to the kept rows, ``batch_columns``
-    computes more from each batch."""
+    batch. Output columns: those ``batch_columns`` computes from each batch, then ``columns``
+    (per-row arrays of the shard, sliced to the batch)."""
     for b in batches:
         lo, hi = b.offset, b.offset + len(b)
         c = code[lo:hi]
