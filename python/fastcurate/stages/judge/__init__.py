@@ -16,6 +16,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# `offline` is both a submodule and a function of it: the function must be bound here, after the
+# submodule's import (which sets the package attribute `offline` to the module), so it is not lazy.
+from .offline import (
+    FEATURES,
+    MINILM_BASELINE,
+    OFFLINE_MODEL,
+    Judgment,
+    OfflineJudge,
+    OfflineThresholds,
+    minilm_encoder,
+    offline,
+)
+
 if TYPE_CHECKING:
     from .examples import TEMPLATE_EXAMPLES, TemplateExample, template_examples
     from .judge import (
@@ -30,16 +43,6 @@ if TYPE_CHECKING:
         low_value_filter,
     )
     from .junk import JUNK_RULES, is_junk, junk_flags
-    from .offline import (
-        FEATURES,
-        MINILM_BASELINE,
-        OFFLINE_MODEL,
-        Judgment,
-        OfflineJudge,
-        OfflineThresholds,
-        minilm_encoder,
-        offline,
-    )
     from .parse import ANSWER_SCHEMA, ERROR, HIGH, LABELS, LOW, UNPARSED, ParsedAnswer, parse_answer
     from .stage import JudgeStage, judge_dir
     from .prompt import (
@@ -70,14 +73,6 @@ _LAZY = {
     "JUNK_RULES": ".junk",
     "is_junk": ".junk",
     "junk_flags": ".junk",
-    "FEATURES": ".offline",
-    "MINILM_BASELINE": ".offline",
-    "OFFLINE_MODEL": ".offline",
-    "Judgment": ".offline",
-    "OfflineJudge": ".offline",
-    "OfflineThresholds": ".offline",
-    "minilm_encoder": ".offline",
-    "offline": ".offline",
     "ANSWER_SCHEMA": ".parse",
     "ERROR": ".parse",
     "HIGH": ".parse",
