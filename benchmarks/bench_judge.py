@@ -34,7 +34,6 @@ import importlib.util
 import sys
 import textwrap
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ if importlib.util.find_spec("fastcurate") is None:  # a checkout run without ins
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _judge_reference import norm_ref, words_ref  # noqa: E402
 from calibrate_judge import load_pool, pool_embeddings  # noqa: E402
 
 import fastcurate  # noqa: E402
@@ -81,38 +81,6 @@ def rss_mb() -> float:
 
 # -- offline ----------------------------------------------------------------------------------------
 
-def _lower(s: str) -> str:
-    # Unicode simple case mapping, one code point to one (as Arrow's utf8_lower): "İ" -> "i", where
-    # Python's str.lower gives "i" + U+0307
-    return "".join(ch.lower()[0] for ch in s)
-
-
-def _norm(s: str) -> str:
-    out, prev = [], False
-    for ch in _lower(s):
-        if unicodedata.category(ch).startswith("N"):
-            if not prev:
-                out.append("0")
-            prev = True
-            continue
-        prev = False
-        out.append(ch if unicodedata.category(ch).startswith("L") else " ")
-    return " ".join("".join(out).split())
-
-
-def _words(s: str):
-    w, cur = [], []
-    for ch in _lower(s):
-        if unicodedata.category(ch)[0] in "LN":
-            cur.append(ch)
-        elif cur:
-            w.append("".join(cur))
-            cur = []
-    if cur:
-        w.append("".join(cur))
-    return w
-
-
 def naive_judge(clusters, embs, th: OfflineThresholds, baseline: float):
     """The same rules, one cluster at a time, in plain Python (the peer and the reference)."""
     import pyarrow as pa
@@ -123,8 +91,8 @@ def naive_judge(clusters, embs, th: OfflineThresholds, baseline: float):
         n = len(caps)
         fl = junk_flags(pa.array(caps, pa.string()))
         junk = sum(any(v[i] for v in fl.values()) for i in range(n)) / n
-        dup = 1 - len({_norm(c) for c in caps}) / n
-        words = [w for c in caps for w in _words(c)]
+        dup = 1 - len({norm_ref(c) for c in caps}) / n
+        words = [w for c in caps for w in words_ref(c)]
         vocab = len(set(words)) / len(words) if words else 0.0
         ids = m.match(caps)
         matched = sum(1 for r in ids if len(r)) / n

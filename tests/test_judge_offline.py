@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import unicodedata
 import warnings
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _judge_reference import norm_ref, words_ref
 from fastcurate.errors import InputError, InputTypeError
 from fastcurate.stages.judge import (
     ERROR,
@@ -70,39 +70,6 @@ def test_offline_single_cluster_api(minilm_judge):
 
 # -- exactness against a naive per-cluster reference ---------------------------------------------
 
-def _lower(s: str) -> str:
-    # Unicode simple case mapping, one code point to one (as Arrow's utf8_lower): "İ" -> "i", where
-    # Python's str.lower gives "i" + U+0307
-    return "".join(ch.lower()[0] for ch in s)
-
-
-def _norm_ref(s: str) -> str:
-    out = []
-    prev_num = False
-    for ch in _lower(s):
-        if unicodedata.category(ch).startswith("N"):
-            if not prev_num:
-                out.append("0")
-            prev_num = True
-            continue
-        prev_num = False
-        out.append(ch if unicodedata.category(ch).startswith("L") else " ")
-    return " ".join("".join(out).split())
-
-
-def _words_ref(s: str):
-    w, cur = [], []
-    for ch in _lower(s):
-        if unicodedata.category(ch)[0] in "LN":
-            cur.append(ch)
-        elif cur:
-            w.append("".join(cur))
-            cur = []
-    if cur:
-        w.append("".join(cur))
-    return w
-
-
 def _clean_ref(s):
     s = s or ""
     return re.sub(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]+", " ", s)
@@ -116,8 +83,8 @@ def naive_features(clusters, embs, baseline):
         clean = [_clean_ref(c) for c in caps]
         fl = junk_flags(pa.array(clean, pa.string()))
         junk = sum(any(v[i] for v in fl.values()) for i in range(n))
-        norms = {_norm_ref(c) for c in clean}
-        words = [w for c in clean for w in _words_ref(c)]
+        norms = {norm_ref(c) for c in clean}
+        words = [w for c in clean for w in words_ref(c)]
         ents = set()
         for c in clean:
             ents |= set(m.match([c])[0].tolist())
