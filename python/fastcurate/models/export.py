@@ -212,6 +212,20 @@ def quantize_int8(src: Union[str, Path], dst: Union[str, Path]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _variants_to_write(precision: Union[str, Sequence[str]], variants: Optional[Sequence[str]],
+                       opset: int) -> Tuple[str, List[str]]:
+    """The bundle's default precision and every variant to write (fp32 always, ``variants``
+    (default fp16), the requested ones), checked."""
+    if opset < 17:
+        raise InputError(f"opset must be >= 17, got {opset}")
+    prec = [precision] if isinstance(precision, str) else list(precision)
+    wanted = list(dict.fromkeys(["fp32"] + list(variants if variants is not None else ["fp16"]) + prec))
+    for p in wanted:
+        if p not in _PRECISIONS:
+            raise InputError(f"precision {p!r} is not one of {_PRECISIONS}")
+    return prec[0], wanted
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -348,14 +362,7 @@ def export_clip(
         The bundle path.
     """
     torch = _torch()
-    if opset < 17:
-        raise InputError(f"opset must be >= 17, got {opset}")
-    prec = [precision] if isinstance(precision, str) else list(precision)
-    default_precision = prec[0]
-    wanted = list(dict.fromkeys(["fp32"] + list(variants if variants is not None else ["fp16"]) + prec))
-    for p in wanted:
-        if p not in _PRECISIONS:
-            raise InputError(f"precision {p!r} is not one of {_PRECISIONS}")
+    default_precision, wanted = _variants_to_write(precision, variants, opset)
     hf_dir = Path(model) if isinstance(model, (str, os.PathLike)) and Path(model).is_dir() else None
     m, source = _resolve_model(model, pretrained)
     m = m.float()

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from .bundle import atomic_bundle_dir, write_manifest
-from .export import _PARITY_MIN_COS, _PRECISIONS, _cos, _onnx_export, _torch, convert_fp16, quantize_int8
+from .export import _PARITY_MIN_COS, _cos, _variants_to_write, _onnx_export, _torch, convert_fp16, quantize_int8
 from .preprocess import ImageSource, PreprocessSpec, Preprocessor
 
 __all__ = ["export_image_model", "IMAGE_MODELS", "imagenet_labels", "EFFICIENTNET_LITE_PREPROCESS"]
@@ -255,14 +255,7 @@ def export_image_model(
         The bundle path.
     """
     torch = _torch()
-    if opset < 17:
-        raise InputError(f"opset must be >= 17, got {opset}")
-    prec = [precision] if isinstance(precision, str) else list(precision)
-    default_precision = prec[0]
-    wanted = list(dict.fromkeys(["fp32"] + list(variants if variants is not None else ["fp16"]) + prec))
-    for p in wanted:
-        if p not in _PRECISIONS:
-            raise InputError(f"precision {p!r} is not one of {_PRECISIONS}")
+    default_precision, wanted = _variants_to_write(precision, variants, opset)
 
     if isinstance(model, (str, os.PathLike)):
         name = str(model)
