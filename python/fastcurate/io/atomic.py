@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -42,6 +43,20 @@ def atomic_write_bytes(path: PathLike, data: Union[bytes, memoryview]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    """Copy ``src`` to ``dst`` atomically (a stage's work file published into its output)."""
+    dst = Path(dst)
+    tmp = atomic_path(dst)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from ...errors import InputError
-from ...io.atomic import atomic_write_json, atomic_write_npy, atomic_write_table
+from ...io.atomic import atomic_copy, atomic_write_json, atomic_write_npy, atomic_write_table
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
 from .._rowstore import decided_results, read_strings, write_strings
-from ..pairs.stage import PAIRS_FILE, _copy_atomic
+from ..pairs.stage import PAIRS_FILE
 from .offline import OFFLINE_BACKEND, offline_instruction
 from .parse import INSTRUCTION_SCHEMA, parse_instruction
 from .prompt import (DEFAULT_MAX_CHARS, DEFAULT_MAX_LABELS, demo_instructions, load_template, render_prompt,
@@ -398,8 +398,8 @@ class InstructStage(Stage):
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None
-        _copy_atomic(ctx.work / TRIPLETS_FILE, ctx.out / TRIPLETS_FILE)
-        _copy_atomic(ctx.work / FAILED_FILE, ctx.out / FAILED_FILE)
+        atomic_copy(ctx.work / TRIPLETS_FILE, ctx.out / TRIPLETS_FILE)
+        atomic_copy(ctx.work / FAILED_FILE, ctx.out / FAILED_FILE)
         if (ctx.work / LLM_RUN_FILE).is_file():
-            _copy_atomic(ctx.work / LLM_RUN_FILE, ctx.out / LLM_RUN_FILE)
+            atomic_copy(ctx.work / LLM_RUN_FILE, ctx.out / LLM_RUN_FILE)
         return {**self.config(), **state}

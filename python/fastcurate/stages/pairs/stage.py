@@ -28,15 +28,13 @@ So ``rows_in == rows_kept + sum(rows_dropped)`` counts images; the pair counts o
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ...errors import InputError
-from ...io.atomic import atomic_path, atomic_write_bytes, atomic_write_npy, atomic_write_table
+from ...io.atomic import atomic_copy, atomic_write_bytes, atomic_write_npy, atomic_write_table
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
@@ -592,17 +590,5 @@ class PairsStage(Stage):
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None
-        _copy_atomic(ctx.work / PAIRS_FILE, ctx.out / PAIRS_FILE)
+        atomic_copy(ctx.work / PAIRS_FILE, ctx.out / PAIRS_FILE)
         return {**self.config(), **state}
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = atomic_path(dst)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
