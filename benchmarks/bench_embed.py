@@ -80,7 +80,8 @@ def main() -> int:
     a = ap.parse_args()
 
     import torch
-    import open_clip
+    from fastcurate.models.torch_compat import import_open_clip
+    open_clip = import_open_clip()
     from PIL import Image, ImageOps
 
     from fastcurate.models import ClipEncoder, ClipTokenizer, Preprocessor, export_clip, load_bundle

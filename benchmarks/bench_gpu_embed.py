@@ -99,7 +99,8 @@ def environment(device: str) -> Dict[str, Any]:
         "loadavg": os.getloadavg(),
     }
     try:
-        import open_clip
+        from fastcurate.models.torch_compat import import_open_clip
+        open_clip = import_open_clip()
 
         env["open_clip"] = open_clip.__version__
     except Exception:  # noqa: BLE001
@@ -412,7 +413,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import onnxruntime as ort
     import torch
-    import open_clip
+    from fastcurate.models.torch_compat import import_open_clip
+    open_clip = import_open_clip()
 
     from fastcurate.models import ClipEncoder, export_clip, load_bundle
     from fastcurate.models.preprocess import Preprocessor

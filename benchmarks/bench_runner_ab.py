@@ -107,7 +107,8 @@ def tiny_bundle() -> Path:
     d = CACHE / "bundle_tiny"
     if (d / "manifest.json").exists():
         return d
-    import open_clip
+    from fastcurate.models.torch_compat import import_open_clip
+    open_clip = import_open_clip()
     import torch
 
     sys.path.insert(0, str(ROOT / "python"))

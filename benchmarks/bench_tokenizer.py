@@ -48,7 +48,8 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers here")
     a = ap.parse_args()
 
-    import open_clip
+    from fastcurate.models.torch_compat import import_open_clip
+    open_clip = import_open_clip()
     from open_clip.tokenizer import default_bpe
 
     from fastcurate.models.tokenizer import ClipTokenizer, build_clip_tokenizer_json

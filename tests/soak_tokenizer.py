@@ -37,7 +37,8 @@ def main() -> int:
     a = ap.parse_args()
 
     import ftfy
-    import open_clip
+    from fastcurate.models.torch_compat import import_open_clip
+    open_clip = import_open_clip()
 
     import test_embed_tokenizer as T
     from embed_fixtures import clip_tokenizer_json

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 from embed_fixtures import COCO, need_data, tiny_bundle
 
 pytest.importorskip("torch")
-pytest.importorskip("open_clip")
+tv_importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_embed.py"

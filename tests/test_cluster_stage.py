@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 from contract_cases import embedding_table, write_layout
 from fastcurate.cli import main
@@ -106,7 +107,7 @@ def test_real_photos_cli_with_thumbnails(tmp_path, capsys):
     """The real WebDataset shards, embedded with a tiny random CLIP, clustered; the thumbnail map."""
     from embed_fixtures import WDS, need_data, tiny_bundle
 
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     need_data(WDS)
     emb = tmp_path / "emb"
     assert main(["embed", str(WDS), "--model", str(tiny_bundle()), "--out", str(emb), "--device", "cpu",

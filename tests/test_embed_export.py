@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 from embed_fixtures import coco_photos, real_captions, tiny_bundle, tiny_open_clip_model, tmp_root
 
@@ -15,7 +16,7 @@ from fastcurate.models import ClipEncoder, TextEncoder, clip_score, load_bundle
 from fastcurate.errors import FormatError, InputError, ModelError
 
 torch = pytest.importorskip("torch")
-open_clip = pytest.importorskip("open_clip")
+open_clip = tv_importorskip("open_clip")
 pytest.importorskip("onnxscript")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _torch_env import importorskip as tv_importorskip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,7 +74,7 @@ def test_top_k_softmax_equals_naive(n, c, k, seed, ties):
 
 
 def test_resize_then_crop_is_bitwise_torchvision():
-    tv = pytest.importorskip("torchvision.transforms")
+    tv = tv_importorskip("torchvision.transforms")
     from PIL import Image, ImageOps
 
     spec = PreprocessSpec(size=(224, 224), interpolation="bicubic", mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
@@ -230,7 +231,7 @@ def test_bad_images_are_reported_not_raised_mid_stream():
 
 @pytest.mark.slow
 def test_wrong_bundle_kinds_are_named(tmp_path):
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     from fastcurate.models import ClipEncoder, TextEncoder
 
     with pytest.raises(ModelError, match="'image' bundle.*ImageEncoder"):
@@ -406,7 +407,7 @@ def test_embed_stage_image_bundle_with_labels(tmp_path):
 
 @pytest.mark.slow
 def test_embed_stage_option_errors(tmp_path):
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     from fastcurate.stages.embed.stage import EmbedStage
 
     with pytest.raises(InputError, match="image classifier bundle.*cannot embed captions"):

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 from embed_fixtures import coco_photos
 
@@ -68,7 +69,7 @@ def broken_corpus():
 
 @pytest.fixture(scope="module")
 def open_clip_preprocess():
-    open_clip = pytest.importorskip("open_clip")
+    open_clip = tv_importorskip("open_clip")
     _, _, pre = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
     return pre
 

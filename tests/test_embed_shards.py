@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _torch_env import importorskip as tv_importorskip
 
 from embed_fixtures import COCO, WDS, coco_photos, need_data, real_captions, tiny_bundle
 
@@ -28,7 +29,7 @@ def _read(out: Path, i: int = 0):
 
 
 def test_real_webdataset_shards(tmp_path):
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     need_data(WDS)
     stats = embed_shards([WDS], tiny_bundle(), tmp_path, progress=False, device="cpu")
     assert stats["shards_out"] == 4 and stats["rows_in"] > 0
@@ -54,7 +55,7 @@ def _make_tar(path: Path, members):
 
 
 def test_mixed_tar_with_broken_images_and_resume(tmp_path):
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     photos = coco_photos(6)
     caps = json.loads((COCO / "captions.json").read_text())
     members = []
@@ -102,7 +103,7 @@ def _png_bytes() -> bytes:
 
 
 def test_parquet_bytes_and_paths(tmp_path):
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     photos = coco_photos(5)
     t = pa.table({
         "uid": [f"u{i}" for i in range(7)],
@@ -129,7 +130,7 @@ def test_parquet_bytes_and_paths(tmp_path):
 
 
 def test_cli_subcommands(tmp_path, capsys):
-    pytest.importorskip("open_clip")
+    tv_importorskip("open_clip")
     out = tmp_path / "o"
     assert main(["embed", str(need_data(WDS) / "image1.tar"), "--model", str(tiny_bundle()), "--out", str(out),
                  "--device", "cpu", "--no-progress"]) == 0

@@ -15,6 +15,7 @@ import unicodedata
 
 import numpy as np
 import pytest
+from _torch_env import importorskip as tv_importorskip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from fastcurate.models import _ftfy_noop
 from fastcurate.models.tokenizer import ClipTokenizer, _NEEDS_FTFY
 from fastcurate.errors import InputError, InputTypeError
 
-open_clip = pytest.importorskip("open_clip")
+open_clip = tv_importorskip("open_clip")
 ftfy = pytest.importorskip("ftfy")
 pa = pytest.importorskip("pyarrow")
 

@@ -259,8 +259,9 @@ def _resolve_model(model: Any, pretrained: Optional[str]) -> Tuple[Any, Dict[str
             m = CLIPModel.from_pretrained(str(p))
             source = {"library": "transformers", "model": str(p.resolve())}
             return m.eval(), source
-        import open_clip
+        from .torch_compat import import_open_clip
 
+        open_clip = import_open_clip()
         name = str(model)
         if name not in open_clip.list_models():
             raise InputError(
@@ -309,6 +310,9 @@ def _clip_tokenizer_source(kind: str, hf_dir: Optional[Path]) -> Path:
     if kind == "hf" and hf_dir is not None and (hf_dir / "merges.txt").is_file():
         return hf_dir / "merges.txt"
     try:
+        from .torch_compat import import_open_clip
+
+        import_open_clip()
         from open_clip.tokenizer import default_bpe
     except ImportError:
         raise ModelError("need open_clip_torch (its BPE vocabulary) to build the CLIP tokenizer") from None

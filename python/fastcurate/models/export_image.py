@@ -60,6 +60,9 @@ def imagenet_labels() -> List[str]:
     """The 1,000 ImageNet-1k class names in logit order, as torchvision ships them (no download:
     they are Python data in torchvision's weight metadata)."""
     try:
+        from .torch_compat import import_torchvision
+
+        import_torchvision()
         from torchvision.models import ResNet50_Weights
     except ImportError:
         raise ModelError("the ImageNet class names come from torchvision: pip install torchvision "
