@@ -477,3 +477,39 @@ def test_hex128_pairs_equal_pythons_int_parse_for_every_string_layout():
         assert (hex128_pairs(arr.slice(7, 100)) == ref[7:107]).all()
     with pytest.raises(InputError):
         hex128_pairs(pa.array(["g" * 32]))
+
+
+def test_hex128_pairs_reject_other_lengths_and_nulls():
+    import pyarrow as pa
+
+    from fastcurate.errors import InputError
+    from fastcurate.stages.curate.stage import hex128_pairs
+
+    for bad in (["a" * 31], ["a" * 33], ["a" * 32, "a" * 31 + "bb"], ["a" * 32, None], ["a" * 30 + "é"]):
+        with pytest.raises(InputError):
+            hex128_pairs(pa.array(bad))
+    assert len(hex128_pairs(pa.array([], pa.string()))) == 0
+
+
+def test_subset_pairs_sort_equals_numpy_structured_sort_with_ties():
+    from fastcurate.stages.curate.stage import _sort_pairs
+
+    rng = np.random.default_rng(3)
+    for n, hi in ((0, 10), (1, 10), (1000, 2**64 - 1), (1000, 7)):  # 7: many equal f0 halves
+        p = np.empty(n, np.dtype("u8,u8"))
+        p["f0"] = rng.integers(0, hi, n, dtype=np.uint64, endpoint=True)
+        p["f1"] = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+        assert np.array_equal(_sort_pairs(p), np.sort(p))
+
+
+def test_index_output_writes_no_subset_file_when_one_shards_uids_are_not_datacomps(tmp_path, table):
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    # the last shard's uids lose their last hex digit: no longer DataComp uids
+    last = sorted(src.glob("*.parquet"))[-1]
+    t = pq.read_table(last)
+    i = t.schema.get_field_index("uid")
+    t = t.set_column(i, "uid", pa.array([None if u is None else u[:-1] for u in t.column("uid").to_pylist()], pa.string()))
+    pq.write_table(t, last)
+    st = curate([src], tmp_path / "idx", metadata=ENTRIES, t=12, seed=5, progress=False, output="index")
+    assert st["rows_kept"] > 0 and st["curate"]["subset_file"] is None
+    assert not (tmp_path / "idx" / "subset.npy").exists()

@@ -97,7 +97,21 @@ def npy_bytes(a: "np.ndarray") -> bytes:
 
 
 def atomic_write_npy(path: PathLike, a: "np.ndarray") -> None:
-    atomic_write_bytes(path, npy_bytes(a))
+    """``np.save`` to ``path`` atomically, straight from the array's buffer (no in-memory copy of
+    the file first: the stages' work files are tens of MB per shard)."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, a, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def remove_stale_temps(*dirs: Path) -> int:

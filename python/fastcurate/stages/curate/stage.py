@@ -46,6 +46,8 @@ DRAW_COLUMN = "draw"
 # read of the shards' other columns), plus DataComp's subset file when uids are 128-bit hex.
 OUTPUTS = ("rows", "index")
 SUBSET_FILE = "subset.npy"
+SUBSET_PAIRS = "subset_pairs.npy"  # per shard, in its work directory
+_PAIR = np.dtype("u8,u8")
 _CODE_NAMES = ("", "null_text", "no_match", "not_sampled")
 
 
@@ -73,7 +75,7 @@ class CurateStage(Stage):
     with ``p_e = min(1, t / count_e)``. Thread-safety: one run at a time per instance."""
 
     name = "curate"
-    version = 2
+    version = 3  # 3: index output's subset pairs are built in the per-shard pass
     needs = ("text",)
     scans = True
     batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
@@ -274,7 +276,10 @@ class CurateStage(Stage):
         offsets, ids, kh = _load_csr(d, mmap=False)
         keep = balance((offsets, ids), self._probs, None, seed=self.seed, threads=ctx.threads, key_hashes=kh)
         draws = _core.uniform_draws(kh, self.seed) if self.output == "index" else None
-        kept_counts = np.zeros(len(self.entries), dtype=np.uint64)
+        seen = 0
+        # DataComp's subset pairs of the kept uids, built here from the uids this pass reads anyway
+        # (finalize then only merges them; None once a kept uid is not 32 hex digits)
+        pairs: Optional[List[np.ndarray]] = [] if self.output == "index" else None
         for b in batches:
             n = len(b)
             lo, hi = b.offset, b.offset + n
@@ -287,7 +292,7 @@ class CurateStage(Stage):
             vals = np.ascontiguousarray(ids[o[0]:o[-1]], dtype=np.int32)
             ent = pa.ListArray.from_arrays(pa.array(rel), pa.array(vals, type=pa.int32()))
             lens = np.diff(o)
-            count_entries((_kept_offsets(lens, k), vals[np.repeat(k, lens)]), len(self.entries), out=kept_counts)
+            seen = hi
             # drop codes, the later assignment winning: null caption > no match > not drawn
             codes = np.where(k, np.uint8(0), np.uint8(3))
             codes[lens == 0] = 2
@@ -295,8 +300,20 @@ class CurateStage(Stage):
             cols: Dict[str, Any] = {ENTRY_IDS_COLUMN: ent}
             if draws is not None:
                 cols[DRAW_COLUMN] = draws[lo:hi]
+            if pairs is not None:
+                pairs = _append_subset_pairs(pairs, b.uid, k)
             yield Result.from_codes(codes, _CODE_NAMES, columns=cols)
+        # the entry counts over the kept rows, in one kernel call per shard
+        k, o = keep[:seen], offsets[:seen + 1]
+        lens = np.diff(o)
+        kept_counts = count_entries((_kept_offsets(lens, k), ids[o[0]:o[-1]][np.repeat(k, lens)]), len(self.entries))
         atomic_write_npy(d / "kept_counts.npy", kept_counts)
+        if self.output == "index":
+            f = d / SUBSET_PAIRS
+            if pairs is None:
+                f.unlink(missing_ok=True)
+            else:
+                atomic_write_npy(f, np.concatenate(pairs) if pairs else np.zeros(0, _PAIR))
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None
@@ -339,62 +356,104 @@ class CurateStage(Stage):
         }
 
 
+def _append_subset_pairs(pairs: List[np.ndarray], uid: "pa.Array", keep: np.ndarray) -> Optional[List[np.ndarray]]:
+    """``pairs`` plus the DataComp pairs of the kept ``uid``s, or None when one of them is not
+    32 hex digits (then the run writes no subset file)."""
+    import pyarrow as pa
+
+    kept = uid.filter(pa.array(keep))
+    if len(kept) == 0:
+        return pairs
+    try:
+        pairs.append(hex128_pairs(kept))
+    except InputError:
+        return None  # not 32 hex digits: not DataComp uids
+    return pairs
+
+
+def _sort_pairs(p: np.ndarray) -> np.ndarray:
+    """``(u8, u8)`` pairs in DataComp's order (f0, then f1). numpy sorts a structured dtype through a
+    generic comparison and lexsort through a stable merge sort; an unstable sort of f0 (vectorised
+    for 64-bit keys) is several times faster and leaves only equal-f0 runs to order by f1, which
+    for random 128-bit uids almost never happens."""
+    if len(p) < 2:
+        return p
+    s = p[np.argsort(p["f0"])]
+    f0 = s["f0"]
+    if bool((f0[1:] == f0[:-1]).any()):
+        s = s[np.lexsort((s["f1"], f0))]
+    return s
+
+
 def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Optional[str]:
     """DataComp's subset file (``baselines``: a sorted ``.npy`` of ``(u8, u8)`` pairs, the two
-    halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+    halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None. Sorts the
+    per-shard pairs that the per-shard pass stored."""
+    written = {r["file"] for r in shards}
     parts: List[np.ndarray] = []
     for s in ctx.inputs:
-        f = ctx.out / s.part_name
+        if str(s.path) not in written:
+            continue
+        f = ctx.shard_work(s) / SUBSET_PAIRS
         if not f.is_file():
-            continue
-        uid = pq.read_table(f, columns=["uid"]).column("uid").combine_chunks()
-        if len(uid) == 0:
-            continue
-        if uid.null_count or not pc.all(pc.equal(pc.binary_length(uid), 32)).as_py():
-            return None
-        try:
-            pair = hex128_pairs(uid)
-        except InputError:
-            return None  # 32 characters, not all hex digits: not DataComp uids
-        parts.append(pair)
-    if not parts:
+            return None  # a kept uid of this shard is not a DataComp uid
+        parts.append(np.load(f))
+    if not parts or sum(len(x) for x in parts) == 0:
         return None
-    allp = np.concatenate(parts)
-    # lexsort on the two u64 keys: numpy sorts a structured dtype through a generic comparison,
-    # several times slower (the same order: f0, then f1)
-    allp = allp[np.lexsort((allp["f1"], allp["f0"]))]
-    atomic_write_npy(ctx.out / SUBSET_FILE, allp)
+    atomic_write_npy(ctx.out / SUBSET_FILE, _sort_pairs(np.concatenate(parts)))
     return SUBSET_FILE
 
 
-_HEX = np.full(256, 255, dtype=np.uint8)
-_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
-_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+# Two ASCII hex digits (one little-endian uint16 as read from the string bytes) -> their byte;
+# 0xFFFF where either character is not a hex digit.
+def _hex_pair_table() -> np.ndarray:
+    nib = np.full(256, -1, dtype=np.int32)
+    for i, c in enumerate(b"0123456789abcdef"):
+        nib[c] = i
+    for i, c in enumerate(b"ABCDEF"):
+        nib[c] = 10 + i
+    hi, lo = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")  # flat index: lo | hi << 8
+    a, b = nib[lo], nib[hi]  # the first character is the low byte, and the high nibble
+    t = np.where((a >= 0) & (b >= 0), (a << 4) | b, 0xFFFF).astype(np.uint16)
+    return t.reshape(-1)
+
+
+_HEX2 = _hex_pair_table()
+
+
+def _uid_bytes(uid: "pa.Array") -> Tuple[np.ndarray, np.ndarray]:
+    """The string offsets and the data bytes of a string / binary Array (no copy)."""
+    import pyarrow as pa
+
+    n = len(uid)
+    _, obuf, dbuf = uid.buffers()
+    wide = pa.types.is_large_string(uid.type) or pa.types.is_large_binary(uid.type)
+    odt = np.int64 if wide else np.int32
+    offsets = np.frombuffer(obuf, dtype=odt, count=n + 1, offset=uid.offset * np.dtype(odt).itemsize)
+    data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
+    return offsets, data
 
 
 def hex128_pairs(uid: "pa.Array") -> np.ndarray:
     """32-hex-digit strings (a string Array without nulls, each exactly 32 characters) as DataComp's
     ``(u8, u8)`` pairs: ``(int(uid[:16], 16), int(uid[16:], 16))``, vectorised over the Arrow
-    buffer (the strings are contiguous 32-byte records)."""
+    buffer (the strings are contiguous 32-byte records). Raises InputError otherwise."""
     n = len(uid)
-    _, obuf, dbuf = uid.buffers()
-    import pyarrow as pa
-
-    wide = pa.types.is_large_string(uid.type) or pa.types.is_large_binary(uid.type)
-    odt = np.int64 if wide else np.int32
-    offsets = np.frombuffer(obuf, dtype=odt, count=n + 1, offset=uid.offset * np.dtype(odt).itemsize)
-    raw = np.frombuffer(dbuf, dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(n, 32)
-    nib = _HEX[raw]
-    if (nib == 255).any():
+    out = np.empty(n, dtype=_PAIR)
+    if n == 0:
+        return out
+    if uid.null_count:
+        raise InputError("uids are null")
+    offsets, data = _uid_bytes(uid)
+    if offsets[-1] - offsets[0] != 32 * n or bool((np.diff(offsets) != 32).any()):
+        raise InputError("uids are not 32 characters long")
+    raw = data[offsets[0]:offsets[-1]]
+    # one table lookup per two hex digits gives the byte; each half's 8 bytes, most significant
+    # first, are a big-endian u8
+    b = _HEX2[raw.view("<u2")]
+    if bool((b == 0xFFFF).any()):
         raise InputError("uids are not hexadecimal")
-    # two hex digits -> one byte; each half's 8 bytes, most significant first, are a big-endian u8
-    b = (nib[:, 0::2] << np.uint8(4)) | nib[:, 1::2]
-    be = np.ascontiguousarray(b).view(">u8").reshape(n, 2)
-    out = np.empty(n, dtype=np.dtype("u8,u8"))
+    be = b.astype(np.uint8).view(">u8").reshape(n, 2)
     out["f0"] = be[:, 0]
     out["f1"] = be[:, 1]
     return out
