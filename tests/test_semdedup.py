@@ -29,6 +29,10 @@ def _pool(n, d, k, seed, dtype=np.float16, dup_share=0.5):
             lab[i] = lab[j]
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     centroids = np.stack([x[lab == c].mean(0) if (lab == c).any() else centers[c] for c in range(k)])
+    # a cluster of opposite unit rows (d = 1: +1 and -1) has a zero mean, whose cosine would be NaN,
+    # which the kernel rightly refuses: its first row stands in as the centroid
+    for c in np.flatnonzero(np.linalg.norm(centroids, axis=1) < 1e-6):
+        centroids[c] = x[lab == c][0] if (lab == c).any() else 1.0
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     xs = x.astype(dtype)
     x64 = xs.astype(np.float64)
