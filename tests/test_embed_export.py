@@ -234,3 +234,28 @@ def test_hf_clip_directory_export_and_vocab_check(tmp_path):
     with pytest.raises(ModelError, match="token ids differ"):
         export_clip(str(d), tmp_path / "b2", variants=[])
     assert not (tmp_path / "b2").exists()  # atomic: no half-written bundle
+
+
+def test_torchvision_and_open_clip_import_beside_this_torch():
+    """fastcurate.models.torch_compat in a fresh process (torchvision not yet imported): open_clip
+    imports; torchvision's Python parts work; where the compiled ops could not load (a CPU torch
+    beside PyPI's CUDA torchvision, as in the test setup), calling one raises torchvision's error."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from fastcurate.models.torch_compat import import_open_clip, _SCHEMA_LIBS; "
+        "oc = import_open_clip(); import torchvision, torchvision.transforms as T; from PIL import Image; "
+        "assert T.CenterCrop(4)(Image.new('RGB', (8, 8))).size == (4, 4); "
+        "assert 'ViT-B-32' in oc.list_models(); "
+        "from torchvision.models import ResNet50_Weights; assert len(ResNet50_Weights.IMAGENET1K_V2.meta['categories']) == 1000\n"
+        "try:\n    torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5); print('ops', len(_SCHEMA_LIBS))\n"
+        "except RuntimeError as e:\n    assert _SCHEMA_LIBS, e; print('no-ops')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(fe_path()).parent)] + env.get("PYTHONPATH", "").split(os.pathsep))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # real ops never come with declared schemas; missing ops always do
+    assert r.stdout.strip() in ("ops 0", "no-ops"), r.stdout
