@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastcurate.kernels.balance import count_entries, entry_probs, p_to_t, expected_size
 from fastcurate.stages.curate.stage import curate
@@ -513,3 +515,31 @@ def test_index_output_writes_no_subset_file_when_one_shards_uids_are_not_datacom
     st = curate([src], tmp_path / "idx", metadata=ENTRIES, t=12, seed=5, progress=False, output="index")
     assert st["rows_kept"] > 0 and st["curate"]["subset_file"] is None
     assert not (tmp_path / "idx" / "subset.npy").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=6), hi=st.sampled_from([0, 3, 50, 2**64 - 1]),
+       chunk=st.integers(1, 400), seed=st.integers(0, 2**32 - 1))
+def test_merge_sorted_pairs_equals_one_sort_in_bounded_chunks(tmp_path_factory, sizes, hi, chunk, seed):
+    """The subset file's bounded-memory k-way merge of per-shard sorted pairs equals numpy's sort
+    of them all, for every chunk size, with many equal halves (hi small) and empty parts."""
+    from fastcurate.stages.curate.stage import _sort_pairs, merge_sorted_pairs
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for n in sizes:
+        p = np.empty(n, np.dtype("u8,u8"))
+        p["f0"] = rng.integers(0, hi, n, dtype=np.uint64, endpoint=True)
+        p["f1"] = rng.integers(0, 3 if hi < 100 else 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+        parts.append(_sort_pairs(p))
+    d = tmp_path_factory.mktemp("merge")
+    paths = []
+    for i, p in enumerate(parts):
+        np.save(d / f"p{i}.npy", p)
+        paths.append(d / f"p{i}.npy")
+    f = d / "s.npy"
+    with open(f, "wb") as fh:
+        assert merge_sorted_pairs(paths, fh, budget_rows=chunk * len(parts)) == sum(sizes)
+    got = np.load(f)
+    assert got.dtype == np.dtype("u8,u8")
+    assert np.array_equal(got, np.sort(np.concatenate(parts)))

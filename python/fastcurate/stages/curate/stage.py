@@ -313,7 +313,7 @@ class CurateStage(Stage):
             if pairs is None:
                 f.unlink(missing_ok=True)
             else:
-                atomic_write_npy(f, np.concatenate(pairs) if pairs else np.zeros(0, _PAIR))
+                atomic_write_npy(f, _sort_pairs(np.concatenate(pairs)) if pairs else np.zeros(0, _PAIR))
 
     def finalize(self, ctx: Context, shards: List[Dict[str, Any]], state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         assert state is not None
@@ -387,21 +387,110 @@ def _sort_pairs(p: np.ndarray) -> np.ndarray:
 
 def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Optional[str]:
     """DataComp's subset file (``baselines``: a sorted ``.npy`` of ``(u8, u8)`` pairs, the two
-    halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None. Sorts the
-    per-shard pairs that the per-shard pass stored."""
+    halves of each 128-bit hex uid) when every kept uid is 32 hex digits; else None. Merges the
+    per-shard sorted pairs that the per-shard pass stored, in bounded memory."""
     written = {r["file"] for r in shards}
-    parts: List[np.ndarray] = []
+    parts: List[Path] = []
     for s in ctx.inputs:
         if str(s.path) not in written:
             continue
         f = ctx.shard_work(s) / SUBSET_PAIRS
         if not f.is_file():
             return None  # a kept uid of this shard is not a DataComp uid
-        parts.append(np.load(f))
-    if not parts or sum(len(x) for x in parts) == 0:
+        parts.append(f)
+    if not parts or all(np.load(f, mmap_mode="r").shape[0] == 0 for f in parts):
         return None
-    atomic_write_npy(ctx.out / SUBSET_FILE, _sort_pairs(np.concatenate(parts)))
+    from ...io.atomic import atomic_path
+
+    path = ctx.out / SUBSET_FILE
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            merge_sorted_pairs(parts, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return SUBSET_FILE
+
+
+def _pos_le(a: np.ndarray, b0: int, b1: int) -> int:
+    """The number of leading rows of ``a`` (sorted by (f0, f1)) that are <= ``(b0, b1)``."""
+    f0 = a["f0"]
+    i = int(np.searchsorted(f0, np.uint64(b0), side="left"))
+    j = int(np.searchsorted(f0, np.uint64(b0), side="right"))
+    if i == j:
+        return i
+    return i + int(np.searchsorted(a["f1"][i:j], np.uint64(b1), side="right"))
+
+
+class _PairFile:
+    """A sorted ``(u8, u8)`` ``.npy`` read forward in windows (plain reads, no memory map: the
+    pages of a mapped file would count towards the process's resident memory as it is walked)."""
+
+    def __init__(self, path: Path):
+        self.fh = open(path, "rb")
+        version = np.lib.format.read_magic(self.fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(self.fh)
+        if dtype != _PAIR or fortran or len(shape) != 1:
+            raise FastcurateError(f"{path}: not a 1-D (u8, u8) array (the run's work files changed)")
+        self.left = int(shape[0])  # rows not read yet
+        self.buf = np.zeros(0, _PAIR)
+
+    def fill(self, rows: int) -> None:
+        k = min(rows - len(self.buf), self.left)
+        if k > 0:
+            raw = self.fh.read(k * _PAIR.itemsize)
+            if len(raw) != k * _PAIR.itemsize:
+                raise FastcurateError(f"{self.fh.name}: truncated (the run's work files changed)")
+            self.buf = np.concatenate([self.buf, np.frombuffer(raw, dtype=_PAIR)])
+            self.left -= k
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 << 20) -> int:
+    """Write the sorted ``(u8, u8)`` ``.npy`` files ``paths`` (the per-shard pairs) to the open
+    file ``fh`` as one sorted ``.npy``, holding about ``budget_rows`` rows in memory whatever the
+    total or the number of files (a DataComp-scale subset is billions of rows over thousands of
+    shards). Returns the row count.
+
+    Each file is read in windows of ``budget_rows / len(paths)`` rows. Each round takes, from every
+    window, the rows up to a bound: the smallest last row of the windows of files not yet read to
+    their end. The window that set the bound is taken whole, so every round makes progress, and
+    every row not taken is >= the bound >= every row taken."""
+    files = [_PairFile(Path(p)) for p in paths]
+    try:
+        total = sum(f.left for f in files)
+        window = max(1, budget_rows // max(1, len(files)))
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(_PAIR),
+                                                  "fortran_order": False, "shape": (total,)})
+        written = 0
+        while written < total:
+            bound: Optional[Tuple[int, int]] = None
+            for f in files:
+                f.fill(window)
+                if f.left and len(f.buf):  # rows remain beyond this window: it bounds the round
+                    last = (int(f.buf["f0"][-1]), int(f.buf["f1"][-1]))
+                    bound = last if bound is None or last < bound else bound
+            taken: List[np.ndarray] = []
+            for f in files:
+                j = len(f.buf) if bound is None else _pos_le(f.buf, *bound)
+                if j:
+                    taken.append(f.buf[:j])
+                    f.buf = f.buf[j:]
+            block = _sort_pairs(np.concatenate(taken))
+            fh.write(np.ascontiguousarray(block).data)
+            written += len(block)
+        return written
+    finally:
+        for f in files:
+            f.close()
 
 
 # Two ASCII hex digits (one little-endian uint16 as read from the string bytes) -> their byte;
