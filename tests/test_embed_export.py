@@ -185,9 +185,6 @@ def test_hf_clip_model_export(tmp_path):
 
 
 def test_runtime_never_imports_torch():
-    import subprocess
-    import sys
-
     photo = str(coco_photos(1)[0])
     code = (
         "import sys; import fastcurate.models as fe; "
@@ -196,18 +193,26 @@ def test_runtime_never_imports_torch():
         "bad = [m for m in ('torch', 'open_clip', 'torchvision', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )
-    import os
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(fe_path()).parent)] + env.get("PYTHONPATH", "").split(os.pathsep))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_fresh(code)
 
 
 def fe_path() -> str:
     import fastcurate
 
     return str(Path(list(fastcurate.__path__)[0]))
+
+
+def run_fresh(code: str) -> str:
+    """Run ``code`` in a fresh interpreter that imports this test's fastcurate; its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(fe_path()).parent)] + env.get("PYTHONPATH", "").split(os.pathsep))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
 
 
 def test_hf_clip_directory_export_and_vocab_check(tmp_path):
@@ -240,10 +245,6 @@ def test_torchvision_and_open_clip_import_beside_this_torch():
     """fastcurate.models.torch_compat in a fresh process (torchvision not yet imported): open_clip
     imports; torchvision's Python parts work; where the compiled ops could not load (a CPU torch
     beside PyPI's CUDA torchvision, as in the test setup), calling one raises torchvision's error."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import torch; from fastcurate.models.torch_compat import import_open_clip, _SCHEMA_LIBS; "
         "oc = import_open_clip(); import torchvision, torchvision.transforms as T; from PIL import Image; "
@@ -253,9 +254,6 @@ def test_torchvision_and_open_clip_import_beside_this_torch():
         "try:\n    torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5); print('ops', len(_SCHEMA_LIBS))\n"
         "except RuntimeError as e:\n    assert _SCHEMA_LIBS, e; print('no-ops')\n"
     )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(fe_path()).parent)] + env.get("PYTHONPATH", "").split(os.pathsep))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    out = run_fresh(code)
     # real ops never come with declared schemas; missing ops always do
-    assert r.stdout.strip() in ("ops 0", "no-ops"), r.stdout
+    assert out.strip() in ("ops 0", "no-ops"), out

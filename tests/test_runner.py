@@ -228,3 +228,21 @@ def test_uid_rule(tmp_path):
     curate([tmp_path / "urls.parquet"], tmp_path / "c", metadata=ENTRIES, progress=False)
     a = set(pq.read_table(tmp_path / "c" / "part-00000.parquet").column("uid").to_pylist())
     assert a <= {"u1", "u2"}
+
+
+def test_atomic_open_publishes_whole_files_or_nothing(tmp_path):
+    from fastcurate.io.atomic import atomic_open, atomic_write_npy
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(f) as fh:
+            fh.write(b"half of the new")
+            raise RuntimeError("killed mid-write")
+    assert f.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]  # no temp left
+    with atomic_open(f) as fh:
+        fh.write(b"new")
+    assert f.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+    a = np.arange(10, dtype=np.int32)
+    atomic_write_npy(tmp_path / "a.npy", a)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), a)

@@ -7,14 +7,15 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Union
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
+__all__ = ["atomic_path", "atomic_open", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
            "npy_bytes", "remove_stale_temps"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -32,20 +33,28 @@ def atomic_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def atomic_write_bytes(path: PathLike, data: Union[bytes, memoryview]) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one:
-    write a temp file beside it, fsync, then os.replace."""
+@contextmanager
+def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temp file beside it that is fsynced and renamed
+    into place when the ``with`` block ends normally, and removed when it raises. Readers see either
+    the old file or the whole new one."""
     path = Path(path)
     tmp = atomic_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: PathLike, data: Union[bytes, memoryview]) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def atomic_copy(src: PathLike, dst: PathLike) -> None:
@@ -101,17 +110,8 @@ def atomic_write_npy(path: PathLike, a: "np.ndarray") -> None:
     the file first: the stages' work files are tens of MB per shard)."""
     import numpy as np
 
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, a, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        np.save(f, a, allow_pickle=False)
 
 
 def remove_stale_temps(*dirs: Path) -> int:

@@ -400,19 +400,10 @@ def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Option
         parts.append(f)
     if not parts or all(np.load(f, mmap_mode="r").shape[0] == 0 for f in parts):
         return None
-    from ...io.atomic import atomic_path
+    from ...io.atomic import atomic_open
 
-    path = ctx.out / SUBSET_FILE
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            merge_sorted_pairs(parts, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(ctx.out / SUBSET_FILE) as fh:
+        merge_sorted_pairs(parts, fh)
     return SUBSET_FILE
 
 
