@@ -6,7 +6,7 @@ do."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,7 @@ def _drops(out: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in sorted((out / "drops").glob("*.parquet"))])
 
 
-def _naive(table: pa.Table, cent: np.ndarray, eps: float) -> Dict[str, str]:
+def _naive(table: pa.Table, cent: Optional[np.ndarray], eps: float) -> Dict[str, str]:
     """The paper's loop, written plainly: rows of each cluster from the least to the most similar to
     its centroid (ties by uid hash), a row dropped when its cosine to any earlier row exceeds 1 - eps.
     Returns {dropped uid: uid of its most similar earlier row}."""
@@ -47,10 +47,14 @@ def _naive(table: pa.Table, cent: np.ndarray, eps: float) -> Dict[str, str]:
     # the stage stores unit rows in float16
     y = (x[ok] / n[ok, None]).astype(np.float16).astype(np.float32)
     yn = y / np.linalg.norm(y, axis=1, keepdims=True)
-    sims = yn @ cent.T
-    lab, cos = sims.argmax(axis=1), sims.max(axis=1)
+    if cent is None:  # the table's own clustering: fastcurate cluster's columns
+        lab = np.asarray(table.column("cluster").to_numpy(zero_copy_only=False))[ok]
+        cos = np.asarray(table.column("cos_to_centroid").to_numpy(zero_copy_only=False))[ok]
+    else:
+        sims = yn @ cent.T
+        lab, cos = sims.argmax(axis=1), sims.max(axis=1)
     out: Dict[str, str] = {}
-    for c in range(len(cent)):
+    for c in range(int(lab.max()) + 1 if len(lab) else 0):
         idx = np.flatnonzero(lab == c)
         idx = idx[np.lexsort((h[idx], cos[idx]))]
         for j in range(1, len(idx)):
@@ -148,3 +152,43 @@ def test_cli(tmp_path, capsys):
         main(["semdedup", str(src), "--out", str(tmp_path / "out2"), "--k", "0"])
     assert e.value.code == 2
     assert main(["semdedup", str(src), "--out", str(tmp_path / "out3"), "--k", "5000", "--no-progress"]) == 1
+
+
+def test_clusters_from_input_reuse_the_cluster_steps_assignment(tmp_path):
+    """--clusters input: the decisions equal the naive loop over `fastcurate cluster`'s own labels
+    and cosines (no second k-means), with or without its centroids.npy (tile pruning is exact)."""
+    import shutil
+
+    from fastcurate.stages.cluster.stage import ClusterStage
+
+    table = near_duplicate_embeddings(600, d=16, seed=3)
+    src = write_layout(table, tmp_path / "in", 3, seed=0)
+    clus = tmp_path / "clusters"
+    run_stage(ClusterStage(k=5, seed=1), [src], clus, progress=False)
+    eps = 0.02
+    s = run_stage(SemDedupStage(eps=eps, clusters="input"), [clus], tmp_path / "sd", progress=False)
+    assert s["semdedup"]["clusters"] == "input" and s["semdedup"]["k"] == 5
+    assert s["rows_in"] == s["rows_kept"] + sum(s["rows_dropped"].values())
+    assert np.array_equal(np.load(tmp_path / "sd" / "centroids.npy"), np.load(clus / "centroids.npy"))
+    t = pa.concat_tables([pq.read_table(p) for p in sorted(clus.glob("part-*.parquet"))])
+    ref = _naive(t, None, eps)
+    drops = _drops(tmp_path / "sd").to_pydict()
+    sem = {u: d.split(" cos=")[0] for u, r, d in zip(drops["uid"], drops["reason"], drops["detail"])
+           if r == "semantic_duplicate"}
+    assert sem == ref and len(ref) > 100
+    # without the centroids file: every pair compared, the same decisions, no centroids written
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in clus.glob("part-*.parquet"):
+        shutil.copy(p, bare / p.name)
+    s2 = run_stage(SemDedupStage(eps=eps, clusters="input"), [bare], tmp_path / "sd2", progress=False)
+    assert _kept(tmp_path / "sd2") == _kept(tmp_path / "sd") and s2["rows_dropped"] == s["rows_dropped"]
+    assert not (tmp_path / "sd2" / "centroids.npy").exists()
+    # rows that never went through `fastcurate cluster`: the error names the fix
+    with pytest.raises(InputError, match="fastcurate cluster"):
+        run_stage(SemDedupStage(clusters="input"), [src], tmp_path / "sd3", progress=False)
+    with pytest.raises(InputError, match="clusters must be"):
+        SemDedupStage(clusters="faiss")
+    # a clustering of another space is refused, naming both
+    with pytest.raises(InputError, match="'image' space, this run uses 'text'"):
+        run_stage(SemDedupStage(clusters="input", space="text"), [clus], tmp_path / "sd4", progress=False)

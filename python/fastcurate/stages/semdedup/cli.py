@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     c.add_argument("--niter", type=positive_int, default=20, help="Lloyd iterations (default 20)")
     c.add_argument("--eps-report", type=_floats, default=[], metavar="E1,E2,...",
                    help="also report the share other eps values would remove")
+    c.add_argument("--clusters", choices=("kmeans", "input"), default="kmeans",
+                   help="kmeans: cluster here (default); input: use the rows' cluster and cos_to_centroid columns "
+                   "from `fastcurate cluster` (cosine metric, same --space), and its centroids.npy beside them")
     p.set_defaults(func=_run)
 
 
@@ -52,5 +55,6 @@ def _run(a: argparse.Namespace) -> int:
     from .stage import SemDedupStage
 
     stage = SemDedupStage(eps=a.eps, k=a.k, keep=a.keep, compare_to=a.compare_to, space=a.space, seed=a.seed,
-                          train_size=a.train_size, niter=a.niter, eps_report=a.eps_report)
+                          train_size=a.train_size, niter=a.niter, eps_report=a.eps_report,
+                          clusters=a.clusters)
     return run_from_args(a, stage, _describe)
