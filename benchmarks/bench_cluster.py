@@ -7,6 +7,7 @@ medians and ratios with the load average, because the machine is shared.
     python benchmarks/bench_cluster.py silhouette   # 50k x 512, k=100: vs sklearn.metrics.silhouette_score
     python benchmarks/bench_cluster.py semdedup     # 1M x 512 fp16, k=1000: vs the paper's torch loop
     python benchmarks/bench_cluster.py semdedup-real  # share removed per eps, real MiniLM caption embeddings
+    python benchmarks/bench_cluster.py semdedup-reuse # the semdedup stage after cluster: own k-means vs --clusters input
     python benchmarks/bench_cluster.py kmeans       # 1M x 512 fp16, k=1000: vs sklearn.cluster.KMeans
     python benchmarks/bench_cluster.py tsne         # openTSNE vs sklearn.manifold.TSNE
     python benchmarks/bench_cluster.py assign-rss   # peak RSS of streaming assignment, 1M and 10M rows
@@ -588,9 +589,65 @@ def bench_cli_rss(args: argparse.Namespace) -> None:
             shutil.rmtree(pool, ignore_errors=True)
 
 
+def bench_semdedup_reuse(args: argparse.Namespace) -> None:
+    """The `semdedup` stage after `cluster`: its own k-means (--clusters kmeans) vs the cluster
+    step's assignment (--clusters input), alternating, on a synthetic Parquet pool of --n rows.
+    Checked: input mode's drops equal a run without the cluster step's centroids.npy (the tile
+    pruning is exact), and every drop's twin cosine is above 1 - eps."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fastcurate.runner.local import run_stage
+    from fastcurate.stages.cluster.stage import ClusterStage
+    from fastcurate.stages.semdedup.stage import SemDedupStage
+
+    pool = parquet_pool(args.n, args.cli_d, args.cli_shard_rows)
+    work = CACHE / f"semdedup_reuse_{args.n}"
+    shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    run_stage(ClusterStage(k=args.k, seed=0), [pool], work / "cluster", progress=False)
+    emit({"step": "cluster stage (once)", "seconds": round(time.perf_counter() - t0, 2)})
+    eps = args.eps_sets[0][0]
+
+    def run(mode: str, src: Path, out: Path) -> Dict[str, Any]:
+        shutil.rmtree(out, ignore_errors=True)
+        return run_stage(SemDedupStage(eps=eps, k=args.k, clusters=mode), [src], out, progress=False)
+
+    times, ans = alternate({"own k-means": lambda: run("kmeans", work / "cluster", work / "sd_kmeans"),
+                            "cluster step's assignment": lambda: run("input", work / "cluster", work / "sd_input")},
+                           args.rounds)
+    bare = work / "bare"
+    bare.mkdir()
+    for f in (work / "cluster").glob("part-*.parquet"):
+        os.link(f, bare / f.name)
+    nocent = run("input", bare, work / "sd_nocent")
+
+    def drops(out: Path) -> Dict[str, str]:
+        t = pa.concat_tables([pq.read_table(f) for f in sorted((out / "drops").glob("*.parquet"))])
+        return dict(zip(t.column("uid").to_pylist(), t.column("detail").to_pylist()))
+
+    d_in, d_nc = drops(work / "sd_input"), drops(work / "sd_nocent")
+    assert d_in == d_nc, "pruning with the cluster step's centroids changed the decisions"
+    assert all(float(v.split(" cos=")[1]) >= 1 - eps - 5e-5 for v in d_in.values())  # the detail rounds to 4 places
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in alternate.cpu.items()}  # type: ignore[attr-defined]
+    emit({"rows": args.n, "k": args.k, "eps": eps, "median_s": med, "median_cpu_s": cpu,
+          "speedup_wall": round(med["own k-means"] / med["cluster step's assignment"], 2),
+          "speedup_cpu": round(cpu["own k-means"] / cpu["cluster step's assignment"], 2),
+          "removed": {k: v["semdedup"]["removed"] for k, v in ans.items()},
+          "tiles_skipped": ans["cluster step's assignment"]["semdedup"]["tiles_skipped"],
+          "tiles_total": ans["cluster step's assignment"]["semdedup"]["tiles_total"],
+          "no_centroids_same_decisions": True})
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["silhouette", "semdedup", "semdedup-real", "kmeans", "tsne", "assign-rss", "cli-rss"])
+    ap.add_argument("part", choices=["silhouette", "semdedup", "semdedup-real", "semdedup-reuse", "kmeans", "tsne", "assign-rss",
+                                     "cli-rss"])
     ap.add_argument("--pool", type=int, default=1_000_000, help="synthetic pool size")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--k", type=int, default=None)
@@ -618,13 +675,15 @@ def main() -> None:
                     help="assign-rss: build pools larger than --pool by repeating its rows instead of generating them")
     args = ap.parse_args()
     defaults = {"silhouette": (50_000, 100), "semdedup": (1_000_000, 1000), "kmeans": (1_000_000, 1000),
-                "assign-rss": (None, 1000), "cli-rss": (None, 1000), "semdedup-real": (None, None), "tsne": (None, None)}[args.part]
+                "assign-rss": (None, 1000), "cli-rss": (None, 1000), "semdedup-real": (None, None), "tsne": (None, None),
+                "semdedup-reuse": (1_000_000, 1000)}[args.part]
     args.n = args.n or defaults[0]
     args.k = args.k or defaults[1]
     emit({"bench": args.part, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
           "isa": _core.dense_isa(), "args": {k: v for k, v in vars(args).items()}})
     {"silhouette": bench_silhouette, "semdedup": bench_semdedup, "semdedup-real": bench_semdedup_real,
-     "kmeans": bench_kmeans, "tsne": bench_tsne, "assign-rss": bench_assign_rss, "cli-rss": bench_cli_rss}[args.part](args)
+     "kmeans": bench_kmeans, "tsne": bench_tsne, "assign-rss": bench_assign_rss, "cli-rss": bench_cli_rss,
+     "semdedup-reuse": bench_semdedup_reuse}[args.part](args)
     emit({"done": args.part, "peak_rss_mb": round(peak_rss_mb(), 1)})
 
 
