@@ -189,6 +189,13 @@ def test_clusters_from_input_reuse_the_cluster_steps_assignment(tmp_path):
         run_stage(SemDedupStage(clusters="input"), [src], tmp_path / "sd3", progress=False)
     with pytest.raises(InputError, match="clusters must be"):
         SemDedupStage(clusters="faiss")
+    # no usable embedding at all: an error, not an empty clustering
+    t0 = pq.read_table(sorted(clus.glob("part-*.parquet"))[0]).slice(0, 5)
+    t0 = t0.set_column(t0.schema.get_field_index("image_emb"), "image_emb", pa.nulls(5, t0.schema.field("image_emb").type))
+    (tmp_path / "empty").mkdir()
+    pq.write_table(t0, tmp_path / "empty" / "part-00000.parquet")
+    with pytest.raises(InputError, match="no row of the input has a usable image embedding"):
+        run_stage(SemDedupStage(clusters="input"), [tmp_path / "empty"], tmp_path / "sd5", progress=False)
     # a clustering of another space is refused, naming both
     with pytest.raises(InputError, match="'image' space, this run uses 'text'"):
         run_stage(SemDedupStage(clusters="input", space="text"), [clus], tmp_path / "sd4", progress=False)

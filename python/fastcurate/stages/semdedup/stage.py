@@ -136,6 +136,8 @@ class SemDedupStage(Stage):
         n_ok = int(sum(len(u) for u in usable))
         views = [_usable_view(s, u) for s, u in zip(shards, usable) if len(u)]
         if self.clusters == "input":
+            if n_ok == 0:
+                raise InputError(f"no row of the input has a usable {self.space} embedding; pick another --space")
             labels = np.concatenate([np.load(s.work / "labels.npy")[u] for s, u in zip(shards, usable)]) \
                 if usable else np.zeros(0, np.int64)
             cos = np.concatenate([np.load(s.work / "cos.npy")[u] for s, u in zip(shards, usable)]) \
