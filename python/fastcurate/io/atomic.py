@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["atomic_path", "atomic_open", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
+__all__ = ["atomic_path", "atomic_target", "atomic_open", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
            "npy_bytes", "remove_stale_temps"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -34,21 +34,27 @@ def atomic_path(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
-    """A binary file to write ``path`` through: a temp file beside it that is fsynced and renamed
-    into place when the ``with`` block ends normally, and removed when it raises. Readers see either
-    the old file or the whole new one."""
+def atomic_target(path: PathLike) -> Iterator[Path]:
+    """A temp path to write ``path`` through, beside it: when the ``with`` block ends normally the
+    temp file is fsynced and renamed into place; when it raises, the temp file is removed. Readers
+    see either the old file or the whole new one."""
     path = Path(path)
     tmp = atomic_path(path)
     try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through (:func:`atomic_target`)."""
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write_bytes(path: PathLike, data: Union[bytes, memoryview]) -> None:
@@ -59,32 +65,16 @@ def atomic_write_bytes(path: PathLike, data: Union[bytes, memoryview]) -> None:
 
 def atomic_copy(src: PathLike, dst: PathLike) -> None:
     """Copy ``src`` to ``dst`` atomically (a stage's work file published into its output)."""
-    dst = Path(dst)
-    tmp = atomic_path(dst)
-    try:
+    with atomic_target(dst) as tmp:
         shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_table(table: "pa.Table", path: PathLike, **kwargs: Any) -> None:
-    """Write a Parquet file atomically (temp file beside it, fsync, os.replace)."""
+    """Write a Parquet file atomically (:func:`atomic_target`)."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic_target(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
