@@ -22,6 +22,15 @@ EmbeddingSource = Union[np.ndarray, Sequence[np.ndarray]]
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
+def threads_or_all(threads: Optional[int]) -> int:
+    """``threads`` for the kernels that take 0 as "all cores" too (None also means all cores)."""
+    if threads is None:
+        return 0
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 0:
+        raise InputError(f"threads must be None (all cores) or an int >= 0, got {threads!r}")
+    return int(threads)
+
+
 def threads_arg(threads: Optional[int]) -> int:
     """The C++ kernels' convention: 0 = all cores."""
     if threads is None:

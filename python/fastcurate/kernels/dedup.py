@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from .. import _core
 from ..errors import InputError, InputTypeError
+from ._emb import threads_or_all
 from ._blobs import blob_rows
 
 __all__ = [
@@ -57,14 +58,6 @@ DEFAULT_RADIUS = 10
 DEFAULT_DHASH_RADIUS = 10
 #: A guard against degenerate inputs: 50M pairs take about 1 GB while they are gathered.
 DEFAULT_MAX_PAIRS = 50_000_000
-
-
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return 0
-    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 0:
-        raise InputError(f"threads must be None (all cores) or an int >= 0, got {threads!r}")
-    return int(threads)
 
 
 def _radius(r: Any, what: str) -> int:
@@ -127,7 +120,7 @@ def hamming_pairs(
     if method not in ("mih", "brute"):
         raise InputError(f"method must be 'mih' or 'brute', got {method!r}")
     i, j, d, d2 = _core.hamming_pairs(
-        h, _radius(radius, "radius"), s, _radius(second_radius, "second_radius"), int(max_pairs), _threads(threads), method,
+        h, _radius(radius, "radius"), s, _radius(second_radius, "second_radius"), int(max_pairs), threads_or_all(threads), method,
         int(blocks or 0),
     )
     return Pairs(i=i, j=j, distance=d, distance2=d2)

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import InputError
+from ._emb import threads_or_all
 from ._blobs import blob_rows, to_blob_columns
 
 __all__ = [
@@ -58,14 +59,6 @@ _STATUS_REASONS: Tuple[str, ...] = (
     "truncated image header",
     "corrupt image header",
 )
-
-
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return 0
-    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 0:
-        raise InputError(f"threads must be None (all cores) or an int >= 0, got {threads!r}")
-    return int(threads)
 
 
 @dataclass(frozen=True)
@@ -119,7 +112,7 @@ def image_sizes(blobs: Any, *, threads: Optional[int] = None) -> ImageSizes:
     and BMP. Other formats get status ``unknown_format``.
     """
     kind, payload, _ = to_blob_columns(blobs)
-    w, h, status, fmt = _core.image_sizes(kind, payload, _threads(threads))
+    w, h, status, fmt = _core.image_sizes(kind, payload, threads_or_all(threads))
     return ImageSizes(width=w, height=h, status=status, format=fmt)
 
 
@@ -163,7 +156,7 @@ def gray_hashes(images: Sequence[np.ndarray], *, threads: Optional[int] = None) 
     dHash the sign of horizontal differences on a 9x8 grid. Bit k of the hash is bit 63-k of the
     integer, so ``f"{h:016x}"`` reads like imagehash's hex strings.
     """
-    return _core.gray_hashes(list(images), _threads(threads))
+    return _core.gray_hashes(list(images), threads_or_all(threads))
 
 
 @dataclass(frozen=True)
@@ -199,7 +192,7 @@ def perceptual_hashes(
     n, fetch = blob_rows(blobs)
     if chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_threads = _threads(threads) or (os.cpu_count() or 1)
+    n_threads = threads_or_all(threads) or (os.cpu_count() or 1)
     phash = np.zeros(n, dtype=np.uint64)
     dhash = np.zeros(n, dtype=np.uint64)
     ok = np.zeros(n, dtype=bool)
