@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcurate.kernels.pairs import PairScores, SCORE_NAMES, group_rows, label_csr, mine_pairs, pair_priority
+from fastcurate.kernels.pairs import PairScores, SCORE_NAMES, group_rows, label_csr, mine_pairs, pairs_of_group
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "captions" / "laion_10k.parquet"
 
@@ -75,16 +75,8 @@ def numpy_loop(starts, uh, img, txt, labels, seed: int, cap: int) -> PairScores:
         m = e - s
         if m < 2:
             continue
-        i, j = np.triu_indices(m, 1)
-        possible += len(i)
-        h = uh[s:e]
-        prio = pair_priority(h[i], h[j], seed)
-        o = np.lexsort((j, i, prio))[:cap]
-        i, j, prio = i[o], j[o], prio[o]
-        i_lo = h[i] <= h[j]
-        lo, hi = np.where(i_lo, i, j), np.where(i_lo, j, i)
-        top = (prio >> np.uint64(63)).astype(bool)
-        q, t = np.where(top, hi, lo), np.where(top, lo, hi)
+        possible += m * (m - 1) // 2
+        q, t, prio = pairs_of_group(uh[s:e], seed, cap)
         gi = img[s:e].astype(np.float32)
         gi /= np.linalg.norm(gi, axis=1, keepdims=True)
         gt = txt[s:e].astype(np.float32)

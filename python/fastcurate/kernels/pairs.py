@@ -28,8 +28,9 @@ import numpy as np
 
 from .. import _core
 from ..errors import InputError
+from ._emb import threads_or_all
 
-__all__ = ["PairScores", "mine_pairs", "mine_pairs_reference", "group_rows", "label_csr", "label_csr_arrow",
+__all__ = ["PairScores", "mine_pairs", "mine_pairs_reference", "pairs_of_group", "group_rows", "label_csr", "label_csr_arrow",
            "label_strings", "vectors", "pair_priority", "splitmix64", "SCORE_NAMES"]
 
 #: the score arrays of :class:`PairScores`, in column order
@@ -87,14 +88,6 @@ def _seed(seed: Any) -> int:
     return int(seed)
 
 
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return 0
-    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 0:
-        raise InputError(f"threads must be None (all cores) or an int >= 0, got {threads!r}")
-    return int(threads)
-
-
 def group_rows(group_hash: np.ndarray, uid_hash: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The order that makes groups contiguous (sorted by group hash, then uid hash, then input
     position) and the group starts (``n_groups + 1`` offsets into that order)."""
@@ -128,8 +121,11 @@ def label_csr(labels: Sequence[Optional[Sequence[str]]]) -> Tuple[np.ndarray, np
     n = len(labels)
     if not flat:
         return np.zeros(n + 1, np.int64), np.zeros(0, np.uint64)
-    ids = hash_keys(flat)
-    row = np.asarray(rows, np.int64)
+    return _label_rows_csr(hash_keys(flat), np.asarray(rows, np.int64), n)
+
+
+def _label_rows_csr(ids: np.ndarray, row: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(row, label hash) pairs as a CSR over ``n`` rows: each row's distinct labels, sorted."""
     order = np.lexsort((ids, row))
     ids, row = ids[order], row[order]
     keep = np.ones(len(ids), bool)
@@ -180,16 +176,7 @@ def label_csr_arrow(col: Any) -> Tuple[np.ndarray, np.ndarray]:
         zero_copy_only=False), bool)
     if not ok.any():
         return np.zeros(n + 1, np.int64), np.zeros(0, np.uint64)
-    ids = hash_keys(vals.filter(ok))
-    row = row[ok]
-    order = np.lexsort((ids, row))
-    ids, row = ids[order], row[order]
-    keep = np.ones(len(ids), bool)
-    keep[1:] = (ids[1:] != ids[:-1]) | (row[1:] != row[:-1])
-    ids, row = ids[keep], row[keep]
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(row, minlength=n), out=offsets[1:])
-    return offsets, ids
+    return _label_rows_csr(hash_keys(vals.filter(ok)), row[ok], n)
 
 
 def vectors(col: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -266,7 +253,7 @@ def mine_pairs(group_starts: np.ndarray, uid_hash: np.ndarray, *, seed: int = 0,
         gs = np.ascontiguousarray(gs, dtype=np.int64)
     d = _core.mine_pairs(gs, np.ascontiguousarray(uh), _seed(seed), int(max_pairs_per_group),
                          image=_emb(image, n, "image"), text=_emb(text, n, "text"), cross=bool(cross),
-                         label_offsets=lo, labels=lv, threads=_threads(threads))
+                         label_offsets=lo, labels=lv, threads=threads_or_all(threads))
     return PairScores(**{k: d[k] for k in ("query", "target", "group", "priority", *SCORE_NAMES)},
                       possible=int(d["possible"]))
 
@@ -278,6 +265,23 @@ def _normalise(e: np.ndarray) -> np.ndarray:
     out = np.full_like(x, np.nan)
     out[ok] = x[ok] * (1.0 / nrm[ok]).astype(np.float32)[:, None]
     return out
+
+
+def pairs_of_group(uid_hash: np.ndarray, seed: int, cap: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One group's pairs as :func:`mine_pairs` picks and orients them, in plain numpy (the
+    reference's and the benchmark's numpy peer's enumeration): ``(query, target, priority)``, rows
+    numbered within the group, in priority order, at most ``cap`` of them (``cap <= 0``: all)."""
+    h = uid_hash
+    i, j = np.triu_indices(len(h), 1)
+    prio = pair_priority(h[i], h[j], seed)
+    order = np.lexsort((j, i, prio))
+    if cap > 0:
+        order = order[:cap]
+    i, j, prio = i[order], j[order], prio[order]
+    i_lo = h[i] <= h[j]
+    lo, hi = np.where(i_lo, i, j), np.where(i_lo, j, i)
+    top = (prio >> np.uint64(63)).astype(bool)
+    return np.where(top, hi, lo), np.where(top, lo, hi), prio
 
 
 def mine_pairs_reference(group_starts: np.ndarray, uid_hash: np.ndarray, *, seed: int = 0,
@@ -297,18 +301,9 @@ def mine_pairs_reference(group_starts: np.ndarray, uid_hash: np.ndarray, *, seed
         m = e - s
         if m < 2:
             continue
-        i, j = np.triu_indices(m, 1)
-        possible += len(i)
-        h = uh[s:e]
-        prio = pair_priority(h[i], h[j], seed)
-        order = np.lexsort((j, i, prio))
-        if cap > 0:
-            order = order[:cap]
-        i, j, prio = i[order], j[order], prio[order]
-        i_lo = h[i] <= h[j]
-        lo, hi = np.where(i_lo, i, j), np.where(i_lo, j, i)
-        top = (prio >> np.uint64(63)).astype(bool)
-        q, t = np.where(top, hi, lo) + s, np.where(top, lo, hi) + s
+        possible += m * (m - 1) // 2
+        q, t, prio = pairs_of_group(uh[s:e], seed, cap)
+        q, t = q + s, t + s
         out["query"].append(q)
         out["target"].append(t)
         out["group"].append(np.full(len(q), g, np.int64))
