@@ -14,17 +14,25 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from ..io.columns import ROLE_CANDIDATES, ROLE_FLAGS
 
 __all__ = ["add_runner_args", "run_from_args", "runner_kwargs", "engine_from_args", "format_summary", "positive_int",
-           "fraction"]
+           "nonneg_int", "fraction"]
 
 
-def positive_int(s: str) -> int:
+def _int_at_least(s: str, low: int) -> int:
     try:
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {s}")
     return v
+
+
+def positive_int(s: str) -> int:
+    return _int_at_least(s, 1)
+
+
+def nonneg_int(s: str) -> int:
+    return _int_at_least(s, 0)
 
 
 def fraction(s: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...runner.cli import add_runner_args, positive_int, run_from_args
+from ...runner.cli import add_runner_args, nonneg_int, positive_int, run_from_args
 
 __all__ = ["register"]
 
@@ -27,16 +27,6 @@ def _baseline(s: str) -> Any:
         return float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected auto, batch or a cosine, got {s!r}") from None
-
-
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
 
 
 def register(sub: Any) -> None:
@@ -78,9 +68,9 @@ def register(sub: Any) -> None:
                    help="environment variable holding the API key (default OPENAI_API_KEY; a local server needs none)")
     o.add_argument("--concurrency", type=positive_int, default=4, metavar="N", help="requests in flight (default 4)")
     o.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per HTTP attempt (default 60)")
-    o.add_argument("--retries", type=_nonneg_int, default=4, metavar="N",
+    o.add_argument("--retries", type=nonneg_int, default=4, metavar="N",
                    help="retries per request on 429/5xx/timeouts (default 4)")
-    o.add_argument("--budget", type=_nonneg_int, default=None, metavar="N",
+    o.add_argument("--budget", type=nonneg_int, default=None, metavar="N",
                    help="at most N HTTP attempts in all (retries count); clusters left are judged 'error'")
     o.add_argument("--cache", default=None, metavar="PATH",
                    help="response cache (SQLite) to use and keep (default: one in --out/_work, reused by a resumed "
