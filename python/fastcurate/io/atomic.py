@@ -8,17 +8,22 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, List, Optional, Union
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["atomic_path", "atomic_target", "atomic_open", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
+__all__ = ["atomic_path", "atomic_target", "publish", "deferred_fsync", "fsync_files", "atomic_open", "atomic_write_bytes", "atomic_write_table", "atomic_write_json", "atomic_write_npy", "read_json",
            "npy_bytes", "remove_stale_temps"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# The files this thread's atomic writes published without waiting for fsync, inside
+# ``deferred_fsync``; None (the default, and in every new thread) means fsync before the rename.
+_DEFERRED: "ContextVar[Optional[List[Path]]]" = ContextVar("fastcurate_deferred_fsync", default=None)
 
 
 def atomic_path(path: Path) -> Path:
@@ -42,12 +47,45 @@ def atomic_target(path: PathLike) -> Iterator[Path]:
     tmp = atomic_path(path)
     try:
         yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def publish(tmp: PathLike, path: PathLike) -> None:
+    """Rename the finished temp file ``tmp`` to ``path``, fsyncing it first; inside
+    :func:`deferred_fsync`, rename at once and leave the fsync to the block's owner."""
+    pending = _DEFERRED.get()
+    if pending is None:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if pending is not None:
+        pending.append(Path(path))
+
+
+@contextmanager
+def deferred_fsync() -> Iterator[List[Path]]:
+    """Inside the block, this thread's atomic writes rename their file into place without waiting
+    for it to reach the disk, and list it in the yielded list. Readers still see whole files only
+    (the rename is atomic, the data is in the page cache); only durability is deferred. The owner
+    must :func:`fsync_files` the list before it records the files as finished (a shard's marker),
+    so that after a machine crash a marker still implies its files: the local runner uses this to
+    flush one shard's outputs while the next shard is computed (docs/runner.md)."""
+    files: List[Path] = []
+    token = _DEFERRED.set(files)
+    try:
+        yield files
+    finally:
+        _DEFERRED.reset(token)
+
+
+def fsync_files(paths: Iterable[PathLike]) -> None:
+    """fsync each file (opened read-only: Linux flushes the file's data whatever the open mode)."""
+    for p in paths:
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
 
 
 @contextmanager

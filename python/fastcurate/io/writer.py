@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from .atomic import atomic_path
+from .atomic import atomic_path, publish
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -83,9 +83,7 @@ class AtomicParquetWriter:
             assert self._w is not None
             self._w.close()
             self._w = None
-            with open(self._tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

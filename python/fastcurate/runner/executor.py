@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Unio
 
 from ..errors import FormatError, InputError
 from ..io.discover import ShardRef
+from .commit import MarkerCommitter
 from .shard import ShardReadError, process_shard, scan_shard
 from .stage import Context, Stage
 
@@ -81,20 +82,31 @@ class LocalExecutor(Executor):
     stage is set up once, here, and used for the per-shard pass and ``finalize``."""
 
     name = "local"
+    _commit: Optional[MarkerCommitter] = None
 
     def setup(self, state: Optional[Dict[str, Any]]) -> None:
         self.stage.setup(self.ctx, state)
 
     def map(self, phase: str, shards: Sequence[ShardRef], state: Optional[Dict[str, Any]],
             bar: Any) -> Iterator[Tuple[ShardRef, Outcome]]:
+        # A shard's marker is written in the background once its files are on disk, while the next
+        # shard runs (runner/commit.py); the phase ends when every marker is written.
         fn = run_phase_fn(phase)
+        if self._commit is None:
+            self._commit = MarkerCommitter()
         for s in shards:
             out: Outcome
             try:
-                out = fn(self.stage, self.ctx, s, self.given, self.batch_size, bar)
+                out = fn(self.stage, self.ctx, s, self.given, self.batch_size, bar, self._commit)
             except BAD_SHARD_ERRORS as e:
                 out = e
             yield s, out  # outside the try: an error of the caller is not the shard's
+        self._commit.drain()
+
+    def close(self) -> None:
+        if self._commit is not None:
+            self._commit.close()
+            self._commit = None
 
 
 def run_phase_fn(phase: str) -> Any:

@@ -1,7 +1,8 @@
 """The work on one shard, the same under every executor: read it, give its valid rows to the stage,
 write what comes back. The local runner calls these functions in a loop; the Ray runner calls them
-in tasks. Each function writes its outputs atomically and its done marker last, so a killed call
-is simply redone.
+in tasks. Each function writes its outputs atomically and its done marker last (the local runner:
+once the outputs are on disk, in the background, runner/commit.py), so a killed call is simply
+redone.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 import numpy as np
 
 from ..errors import FastcurateError, FormatError, InputError
-from ..io.atomic import atomic_write_json
+from ..io.atomic import atomic_write_json, deferred_fsync
 from ..io.columns import UID, Roles, resolve_roles
 from ..io.discover import ShardRef
 from ..io.readers import ShardReader, open_shard
 from ..io.writer import AtomicParquetWriter
+from .commit import MarkerCommitter
 from .stage import Batch, Context, Result, Stage
 
 if TYPE_CHECKING:
@@ -140,8 +142,21 @@ def role_batches(shards: Sequence[ShardRef], roles: Sequence[str], columns: Mapp
 
 
 def scan_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
-               batch_size: int, bar: Any = None) -> Dict[str, Any]:
-    """The global pass over one shard; writes and returns its marker ``{rows, null_id, summary}``."""
+               batch_size: int, bar: Any = None, commit: Optional[MarkerCommitter] = None) -> Dict[str, Any]:
+    """The global pass over one shard; writes and returns its marker ``{rows, null_id, summary}``
+    (with ``commit``: hands it to ``commit`` with the files the shard wrote, see runner/commit.py)."""
+    if commit is None:
+        marker = _scan(stage, ctx, shard, given, batch_size, bar)
+        atomic_write_json(scan_marker(ctx, shard), marker)
+        return marker
+    with deferred_fsync() as files:
+        marker = _scan(stage, ctx, shard, given, batch_size, bar)
+    commit.submit(files, scan_marker(ctx, shard), marker)
+    return marker
+
+
+def _scan(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
+          batch_size: int, bar: Any) -> Dict[str, Any]:
     reader, roles = open_and_resolve(shard, stage, given, batch_size)
     counts = {"rows": 0, "null_id": 0}
 
@@ -159,10 +174,8 @@ def scan_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, 
             yield b
 
     summary = stage.scan(ctx, shard, batches())
-    marker = {"file": str(shard.path), "rows": counts["rows"], "null_id": counts["null_id"], "bad": False,
-              "summary": summary}
-    atomic_write_json(scan_marker(ctx, shard), marker)
-    return marker
+    return {"file": str(shard.path), "rows": counts["rows"], "null_id": counts["null_id"], "bad": False,
+            "summary": summary}
 
 
 def output_schema(stage: Stage, reader: ShardReader, roles: Roles) -> Tuple["pa.Schema", List[str], List["pa.Field"]]:
@@ -216,10 +229,22 @@ def _reasons(stage: Stage, res: Result, keep: np.ndarray, nd: int) -> Tuple["pa.
 
 
 def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
-                  batch_size: int, bar: Any = None) -> Dict[str, Any]:
+                  batch_size: int, bar: Any = None, commit: Optional[MarkerCommitter] = None) -> Dict[str, Any]:
     """The per-shard pass: writes ``part-NNNNN.parquet`` (kept rows), ``drops/part-NNNNN.parquet``
     (dropped rows) and then the done marker ``{rows, kept, dropped, nulls, summary}``, which it
-    returns."""
+    returns (with ``commit``: hands it to ``commit`` with the files the shard wrote)."""
+    if commit is None:
+        marker = _process(stage, ctx, shard, given, batch_size, bar)
+        atomic_write_json(done_marker(ctx, shard), marker)
+        return marker
+    with deferred_fsync() as files:
+        marker = _process(stage, ctx, shard, given, batch_size, bar)
+    commit.submit(files, done_marker(ctx, shard), marker)
+    return marker
+
+
+def _process(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
+             batch_size: int, bar: Any) -> Dict[str, Any]:
     import pyarrow as pa
 
     t0 = time.perf_counter()
@@ -314,7 +339,6 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
               "summary": stage.shard_summary(ctx, shard), "seconds": round(time.perf_counter() - t0, 3)}
     if rows != kept + sum(dropped.values()):  # an internal invariant: fail loudly, never write wrong stats
         raise FastcurateError(f"{shard.path}: row accounting is off: rows {rows}, kept {kept}, dropped {dropped}")
-    atomic_write_json(done_marker(ctx, shard), marker)
     return marker
 
 
