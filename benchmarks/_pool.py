@@ -41,7 +41,11 @@ def human_captions() -> List[str]:
 
 
 def wordnet_lemmas(wordnet_dir: str = "/usr/share/wordnet") -> Tuple[List[str], List[str]]:
-    """(first lemma of every synset, every other lemma), '_' -> ' ', in file order."""
+    """(first lemma of every synset, every other lemma), '_' -> ' ', in file order. Reads the WordNet
+    3.0 database files of Debian's ``wordnet-base`` package."""
+    if not (Path(wordnet_dir) / "data.noun").is_file():
+        raise SystemExit(f"{wordnet_dir}/data.noun not found: the benchmark metadata is built from WordNet 3.0's "
+                         "database files; install them with `apt-get install wordnet-base` (Debian/Ubuntu)")
     first, other = [], []
     for name in ("data.noun", "data.verb", "data.adj", "data.adv"):
         with open(Path(wordnet_dir) / name, encoding="utf-8") as f:
