@@ -307,3 +307,59 @@ def test_balance_equals_its_definition(data, seed):
         prob = 1.0 - np.prod(1.0 - probs[row]) if len(row) else 0.0
         assert keep[i] == (len(row) > 0 and u[i] < prob)
     assert np.array_equal(count_entries(r, n_entries), naive_counts(offsets, ids, n_entries))
+
+
+# ---- the key hash against a plain Python reference (the C++ runs four equal-length strings as
+# four chains in lockstep; that must not change a single hash)
+
+_M = (1 << 64) - 1
+_GOLD = 0x9E3779B97F4A7C15
+
+
+def _mix64(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M
+    return x ^ (x >> 31)
+
+
+def ref_hash_bytes(b: bytes) -> int:
+    """docs/curate.md's key hash, written out: one splitmix64 round per 8 little-endian bytes."""
+    h = _mix64(_GOLD ^ ((len(b) * 0xD6E8FEB86659FD93) & _M))
+    for i in range(0, len(b), 8):
+        h = (_mix64(h ^ int.from_bytes(b[i:i + 8], "little")) + _GOLD) & _M
+    return _mix64(h)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 9)), max_size=12), st.randoms(use_true_random=False))
+def test_hash_keys_equal_the_reference_for_runs_of_equal_lengths(runs, rnd):
+    # runs of equal-length strings (the lockstep path), broken by other lengths (the scalar path)
+    keys = ["".join(rnd.choice("0123456789abcdefé") for _ in range(length)) for length, count in runs for _ in range(count)]
+    ref = [ref_hash_bytes(k.encode("utf-8")) for k in keys]
+    for arr in (pa.array(keys, pa.string()), pa.array(keys, pa.large_string())):
+        assert hash_keys(arr).tolist() == ref
+        if len(keys) > 3:
+            assert hash_keys(arr.slice(3)).tolist() == ref[3:]
+
+
+def test_hash_keys_of_datacomp_uids_are_pinned():
+    uids = [f"{i * 0x9E3779B97F4A7C15 & _M:016x}{i:016x}" for i in range(9)]
+    assert hash_keys(uids).tolist() == [ref_hash_bytes(u.encode()) for u in uids]
+
+
+def test_count_entries_with_keep_counts_only_kept_texts(pool):
+    offsets, ids, n = pool
+    keep = np.random.default_rng(3).random(len(offsets) - 1) < 0.4
+    lens = np.diff(offsets)
+    sub_off = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(np.where(keep, lens, 0), out=sub_off[1:])
+    sub_ids = ids[offsets[0]:offsets[-1]][np.repeat(keep, lens)]
+    assert np.array_equal(count_entries((offsets, ids), n, keep=keep), naive_counts(sub_off, sub_ids, n))
+    assert not count_entries((offsets, ids), n, keep=np.zeros(len(keep), bool)).any()
+    with pytest.raises(InputError, match="keep"):
+        count_entries((offsets, ids), n, keep=keep[:-1])
+    # every text is still checked, kept or not
+    with pytest.raises(InputError, match="outside"):
+        count_entries((np.array([0, 1, 2], np.int64), np.array([0, 99], np.int32)), 5, keep=np.array([True, False]))

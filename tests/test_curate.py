@@ -481,6 +481,38 @@ def test_hex128_pairs_equal_pythons_int_parse_for_every_string_layout():
         hex128_pairs(pa.array(["g" * 32]))
 
 
+def test_hex128_pairs_of_kept_rows_equal_the_filtered_rows_and_name_the_bad_row():
+    import secrets
+
+    import numpy as np
+    import pyarrow as pa
+
+    from fastcurate.errors import InputError
+    from fastcurate.stages.curate.stage import hex128_pairs
+
+    u = [secrets.token_hex(16) for _ in range(300)]
+    keep = np.random.default_rng(0).random(len(u)) < 0.6
+    for arr in (pa.array(u), pa.array(u, pa.large_string()).slice(0)):
+        assert (hex128_pairs(arr, keep) == hex128_pairs(arr.filter(pa.array(keep)))).all()
+        assert len(hex128_pairs(arr, np.zeros(len(u), bool))) == 0
+    # a bad uid in a dropped row does not matter; in a kept row it is named
+    bad = list(u)
+    bad[5], bad[9] = "x" * 32, None
+    k = np.ones(len(u), bool)
+    k[[5, 9]] = False
+    assert (hex128_pairs(pa.array(bad), k) == hex128_pairs(pa.array(u), k)).all()
+    k[9] = True
+    with pytest.raises(InputError, match="row 9 is null"):
+        hex128_pairs(pa.array(bad), k)
+    k[5] = True
+    with pytest.raises(InputError, match="row 5 holds a character that is not a hex digit"):
+        hex128_pairs(pa.array(bad[:9]), k[:9])
+    with pytest.raises(InputError, match="row 2 is 31 bytes long"):
+        hex128_pairs(pa.array(u[:2] + ["a" * 31]))
+    with pytest.raises(InputError, match="keep"):
+        hex128_pairs(pa.array(u), keep[:-1])
+
+
 def test_hex128_pairs_reject_other_lengths_and_nulls():
     import pyarrow as pa
 

@@ -21,6 +21,7 @@
 #include "fastcurate/common.hpp"
 #include "fastcurate/langid.hpp"
 #include "fastcurate/hamming.hpp"
+#include "fastcurate/hex_uid.hpp"
 #include "fastcurate/image_size.hpp"
 #include "fastcurate/matcher.hpp"
 #include "fastcurate/pairs.hpp"
@@ -389,15 +390,25 @@ inline void bind_balance(pybind11::module_& m) {
 
     m.def(
         "count_entries_into",
-        [](const py::array& offsets, const py::array& ids, py::array counts) {
+        [](const py::array& offsets, const py::array& ids, py::array counts, const py::object& keep) {
             Csr c = csr_of(offsets, ids);
             auto* out = const_cast<std::uint64_t*>(checked<std::uint64_t>(counts, "counts", true));
             const auto n = static_cast<std::size_t>(counts.shape(0));
+            const std::uint8_t* k = nullptr;
+            py::array keep_arr;
+            if (!keep.is_none()) {
+                keep_arr = keep.cast<py::array>();
+                k = checked<std::uint8_t>(keep_arr, "keep");
+                if (static_cast<std::size_t>(keep_arr.shape(0)) != c.view.n_texts)
+                    throw fastcurate::InputError("keep has " + std::to_string(keep_arr.shape(0)) + " values for " +
+                                                 std::to_string(c.view.n_texts) + " texts");
+            }
             py::gil_scoped_release release;
-            translate([&] { fastcurate::count_entries(c.view, out, n); return 0; });
+            translate([&] { fastcurate::count_entries(c.view, out, n, k); return 0; });
         },
-        py::arg("offsets"), py::arg("ids"), py::arg("counts"),
-        "Add, for every entry, the number of texts matching it to `counts` (uint64, in place).");
+        py::arg("offsets"), py::arg("ids"), py::arg("counts"), py::arg("keep") = py::none(),
+        "Add, for every entry, the number of texts matching it to `counts` (uint64, in place); with "
+        "`keep` (uint8, one per text), only the texts whose value is non-zero.");
 
     m.def(
         "t_to_p",
@@ -461,6 +472,53 @@ inline void bind_balance(pybind11::module_& m) {
         },
         py::arg("offsets"), py::arg("data"),
         "64-bit hashes of Arrow-layout strings (int32 or int64 offsets into a uint8 data buffer).");
+
+    m.def(
+        "hex128_pairs",
+        [](const py::array& offsets, const py::array& data, const py::object& keep) {
+            const auto* d = checked<std::uint8_t>(data, "data");
+            const auto dlen = static_cast<std::uint64_t>(data.shape(0));
+            if (offsets.ndim() != 1 || offsets.shape(0) < 1)
+                throw fastcurate::InputError("offsets must be 1-D with at least one value");
+            const auto n = static_cast<std::size_t>(offsets.shape(0) - 1);
+            const std::uint8_t* k = nullptr;
+            py::array keep_arr;
+            std::size_t rows = n;
+            if (!keep.is_none()) {
+                keep_arr = keep.cast<py::array>();
+                k = checked<std::uint8_t>(keep_arr, "keep");
+                if (static_cast<std::size_t>(keep_arr.shape(0)) != n)
+                    throw fastcurate::InputError("keep has " + std::to_string(keep_arr.shape(0)) + " values for " +
+                                                 std::to_string(n) + " strings");
+                rows = 0;
+                for (std::size_t i = 0; i < n; ++i) rows += k[i] != 0;
+            }
+            py::array_t<std::uint64_t> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(2)});
+            std::uint64_t* o = out.mutable_data();
+            auto run = [&](auto* off) {
+                for (std::size_t i = 0; i < n; ++i) {
+                    if (off[i + 1] < off[i]) throw fastcurate::InputError("string offsets must be non-decreasing");
+                }
+                if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
+                    throw fastcurate::InputError("string offsets out of range of the data buffer");
+                py::gil_scoped_release release;
+                try {
+                    fastcurate::hex128_pairs(off, d, n, k, o);
+                } catch (const fastcurate::HexUidError& e) {
+                    throw fastcurate::InputError(e.what());
+                }
+            };
+            if (offsets.dtype().itemsize() == 4) {
+                run(checked<std::int32_t>(offsets, "offsets"));
+            } else {
+                run(checked<std::int64_t>(offsets, "offsets"));
+            }
+            return out;
+        },
+        py::arg("offsets"), py::arg("data"), py::arg("keep") = py::none(),
+        "DataComp's (hi, lo) uint64 halves of 32-hex-digit Arrow-layout strings, shape (rows, 2); with "
+        "`keep` (uint8, one per string), of the strings whose value is non-zero. InputError names the "
+        "first string that is not 32 hex digits.");
 
     m.def(
         "hash_int_keys",

@@ -31,7 +31,10 @@ void validate_csr(const CsrView& csr, std::size_t ids_len, std::size_t n_entries
 // counts[e] += number of texts whose id list contains e (ids of a text must be sorted and unique). `counts` has n_entries slots and is added
 // to (not zeroed), so counts merge across shards. Ids of one text must be unique (the matcher
 // guarantees it) for this to count texts rather than occurrences. Throws on an out-of-range id.
-void count_entries(const CsrView& csr, std::uint64_t* counts, std::size_t n_entries);
+// With `keep` (one byte per text), only the texts whose byte is non-zero are counted (the entry
+// counts of a curated subset), still checking every text.
+void count_entries(const CsrView& csr, std::uint64_t* counts, std::size_t n_entries,
+                   const std::uint8_t* keep = nullptr);
 
 // MetaCLIP's t_to_p: sum(c[c < t]) / sum(c). Throws when sum(c) == 0.
 double t_to_p(const std::uint64_t* counts, std::size_t n, double t);

@@ -102,11 +102,13 @@ def _call(fn, *args):  # type: ignore[no-untyped-def]
         raise InputError(str(e)) from None
 
 
-def count_entries(r: MatchLike, n_entries: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+def count_entries(r: MatchLike, n_entries: int, out: Optional[np.ndarray] = None,
+                  keep: Optional[np.ndarray] = None) -> np.ndarray:
     """Per-entry number of texts that match it (MetaCLIP's ``entry_count``), as uint64.
 
     Counts add across shards: pass the running total as ``out`` (updated in place and returned),
     or sum the arrays. ``n_entries`` is ``len(matcher)``; an id outside ``[0, n_entries)`` raises.
+    ``keep`` (one bool per text) counts only the texts it marks (a curated subset's counts).
     """
     offsets, ids = _csr(r)
     n_entries = int(len(n_entries)) if hasattr(n_entries, "__len__") else int(n_entries)
@@ -116,7 +118,13 @@ def count_entries(r: MatchLike, n_entries: int, out: Optional[np.ndarray] = None
         out = _counts(out)
         if len(out) != n_entries:
             raise InputError(f"out has {len(out)} slots but n_entries={n_entries}")
-    _call(_core.count_entries_into, offsets, ids, out)
+    k = None
+    if keep is not None:
+        k = np.ascontiguousarray(keep, dtype=bool)
+        if k.shape != (len(offsets) - 1,):
+            raise InputError(f"keep has shape {k.shape} for {len(offsets) - 1} texts")
+        k = k.view(np.uint8)
+    _call(_core.count_entries_into, offsets, ids, out, k)
     return out
 
 

@@ -304,9 +304,7 @@ class CurateStage(Stage):
                 pairs = _append_subset_pairs(pairs, b.uid, k)
             yield Result.from_codes(codes, _CODE_NAMES, columns=cols)
         # the entry counts over the kept rows, in one kernel call per shard
-        k, o = keep[:seen], offsets[:seen + 1]
-        lens = np.diff(o)
-        kept_counts = count_entries((_kept_offsets(lens, k), ids[o[0]:o[-1]][np.repeat(k, lens)]), len(self.entries))
+        kept_counts = count_entries((offsets[:seen + 1], ids), len(self.entries), keep=keep[:seen])
         atomic_write_npy(d / "kept_counts.npy", kept_counts)
         if self.output == "index":
             f = d / SUBSET_PAIRS
@@ -359,15 +357,12 @@ class CurateStage(Stage):
 def _append_subset_pairs(pairs: List[np.ndarray], uid: "pa.Array", keep: np.ndarray) -> Optional[List[np.ndarray]]:
     """``pairs`` plus the DataComp pairs of the kept ``uid``s, or None when one of them is not
     32 hex digits (then the run writes no subset file)."""
-    import pyarrow as pa
-
-    kept = uid.filter(pa.array(keep))
-    if len(kept) == 0:
-        return pairs
     try:
-        pairs.append(hex128_pairs(kept))
+        p = hex128_pairs(uid, keep)
     except InputError:
         return None  # not 32 hex digits: not DataComp uids
+    if len(p):
+        pairs.append(p)
     return pairs
 
 
@@ -484,23 +479,6 @@ def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 
             f.close()
 
 
-# Two ASCII hex digits (one little-endian uint16 as read from the string bytes) -> their byte;
-# 0xFFFF where either character is not a hex digit.
-def _hex_pair_table() -> np.ndarray:
-    nib = np.full(256, -1, dtype=np.int32)
-    for i, c in enumerate(b"0123456789abcdef"):
-        nib[c] = i
-    for i, c in enumerate(b"ABCDEF"):
-        nib[c] = 10 + i
-    hi, lo = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")  # flat index: lo | hi << 8
-    a, b = nib[lo], nib[hi]  # the first character is the low byte, and the high nibble
-    t = np.where((a >= 0) & (b >= 0), (a << 4) | b, 0xFFFF).astype(np.uint16)
-    return t.reshape(-1)
-
-
-_HEX2 = _hex_pair_table()
-
-
 def _uid_bytes(uid: "pa.Array") -> Tuple[np.ndarray, np.ndarray]:
     """The string offsets and the data bytes of a string / binary Array (no copy)."""
     import pyarrow as pa
@@ -514,29 +492,27 @@ def _uid_bytes(uid: "pa.Array") -> Tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-def hex128_pairs(uid: "pa.Array") -> np.ndarray:
-    """32-hex-digit strings (a string Array without nulls, each exactly 32 characters) as DataComp's
-    ``(u8, u8)`` pairs: ``(int(uid[:16], 16), int(uid[16:], 16))``, vectorised over the Arrow
-    buffer (the strings are contiguous 32-byte records). Raises InputError otherwise."""
+def hex128_pairs(uid: "pa.Array", keep: Optional[np.ndarray] = None) -> np.ndarray:
+    """32-hex-digit strings (a string Array, each exactly 32 characters, either case) as DataComp's
+    ``(u8, u8)`` pairs: ``(int(uid[:16], 16), int(uid[16:], 16))``, of every row or of the rows
+    ``keep`` marks (one bool per row; no filtered copy of the strings is made). Parsed by the C++
+    kernel over the Arrow buffers. Raises InputError, naming the row, otherwise (a null uid too)."""
     n = len(uid)
-    out = np.empty(n, dtype=_PAIR)
-    if n == 0:
-        return out
+    if keep is not None:
+        k = np.ascontiguousarray(keep, dtype=bool)
+        if k.shape != (n,):
+            raise InputError(f"keep has shape {k.shape} for {n} uids")
     if uid.null_count:
-        raise InputError("uids are null")
+        nulls = uid.is_null().to_numpy(zero_copy_only=False)
+        if keep is not None:
+            nulls &= k
+        if nulls.any():
+            raise InputError(f"uid at row {int(np.flatnonzero(nulls)[0])} is null")
+    if n == 0:
+        return np.empty(0, dtype=_PAIR)
     offsets, data = _uid_bytes(uid)
-    if offsets[-1] - offsets[0] != 32 * n or bool((np.diff(offsets) != 32).any()):
-        raise InputError("uids are not 32 characters long")
-    raw = data[offsets[0]:offsets[-1]]
-    # one table lookup per two hex digits gives the byte; each half's 8 bytes, most significant
-    # first, are a big-endian u8
-    b = _HEX2[raw.view("<u2")]
-    if bool((b == 0xFFFF).any()):
-        raise InputError("uids are not hexadecimal")
-    be = b.astype(np.uint8).view(">u8").reshape(n, 2)
-    out["f0"] = be[:, 0]
-    out["f1"] = be[:, 1]
-    return out
+    out = _core.hex128_pairs(offsets, data, None if keep is None else k.view(np.uint8))
+    return out.view(_PAIR).reshape(-1)
 
 
 def _null_text(d: Path, lo: int, hi: int) -> np.ndarray:
@@ -555,12 +531,6 @@ def _footer_rows(shards: List[ShardRef]) -> Optional[int]:
     if any(s.format != "parquet" for s in shards):
         return None
     return sum(pq.ParquetFile(s.path).metadata.num_rows for s in shards)
-
-
-def _kept_offsets(lens: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    o = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(np.where(keep, lens, 0), out=o[1:])
-    return o
 
 
 def curate(
