@@ -29,10 +29,17 @@ $(VENV)/.installed: $(SOURCES)
 # torchvision 0.28.0 is the release built for torch 2.13; its CUDA ops do not load beside a CPU torch,
 # which fastcurate.models.torch_compat handles (only its Python parts are used).
 TORCH_PINS ?= torch==2.13.0 torchvision==0.28.0
+# llama-cpp-python builds llama.cpp for the CPU it is built on (-march=native). Some VMs advertise AMX
+# but fault on its instructions (a general protection fault at `ldtilecfg` in libggml-cpu on the first
+# request: the server dies, the judge and instruct tests see "connection error"). So on x86-64 the
+# tests build the portable AVX2 variant. pip caches the wheel it built whatever CMAKE_ARGS were: to
+# rebuild an existing one, add --no-cache-dir --force-reinstall.
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 $(VENV)/.installed-test: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q "llama-cpp-python[server]>=0.3.7"
 	$(PIP) install -q ".[test,test-embed,judge-test]"
 	touch $@ $(VENV)/.installed
 

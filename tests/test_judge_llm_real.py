@@ -229,3 +229,25 @@ def test_replicas_start_answer_and_stop(tmp_path):
     else:
         os.kill(child, 9)
         pytest.fail("the server outlived the process that started it")
+
+
+def test_exit_report_names_the_signal_and_the_fix(tmp_path):
+    """A replica that dies (here: a process that segfaults itself, as llama.cpp did on a VM that
+    advertises AMX) is reported with its signal, its log and how to rebuild llama.cpp portably."""
+    import signal
+    import subprocess
+    import sys
+
+    srv = LlamaServer(tmp_path / "m.gguf", log_dir=tmp_path)
+    assert srv.exit_report() is None  # nothing started: nothing ended
+    log = open(tmp_path / "llama_server_0.log", "wb")
+    p = subprocess.Popen([sys.executable, "-c", "import os, signal; print('loading model', flush=True); "
+                          "os.kill(os.getpid(), signal.SIGSEGV)"], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    srv.procs.append(p)
+    p.wait()
+    report = srv.exit_report()
+    assert report is not None and "replica 0 ended with signal SIGSEGV" in report
+    assert "loading model" in report and "GGML_NATIVE=OFF" in report
+    srv.procs.clear()
+    assert p.returncode == -signal.SIGSEGV

@@ -260,6 +260,33 @@ class LlamaServer:
                                  f"{self.startup_timeout:g}s; its log ends with:\n{self._log_tail(i)}")
             time.sleep(0.2)
 
+    def exit_report(self) -> Optional[str]:
+        """None while every replica runs; else what ended them (exit code or signal) and the end of
+        their logs, for an error message. A server killed by SIGSEGV or SIGILL inside llama.cpp
+        usually ran instructions the machine does not allow: llama-cpp-python builds for the CPU it
+        is built on, and some VMs advertise AMX but fault on it (seen: ``ldtilecfg``)."""
+        lines = []
+        crashed = False
+        for i, p in enumerate(self.procs):
+            rc = p.poll()
+            if rc is None:
+                continue
+            how = f"exit code {rc}"
+            if rc < 0:
+                try:
+                    how = f"signal {signal.Signals(-rc).name}"
+                except ValueError:
+                    how = f"signal {-rc}"
+                crashed = crashed or -rc in (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS)
+            lines.append(f"llama.cpp server replica {i} ended with {how}; its log ends with:\n{self._log_tail(i, 800)}")
+        if not lines:
+            return None
+        if crashed:
+            lines.append("a crash inside llama.cpp usually means it was built for CPU features this machine does "
+                         "not allow; rebuild it portable: CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON "
+                         "-DGGML_F16C=ON' pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python")
+        return "\n".join(lines)
+
     def kill(self, replica: Optional[int] = None) -> None:
         """SIGKILL one replica (or all): simulates a crashed server (tests)."""
         for j, p in enumerate(self.procs):

@@ -347,11 +347,17 @@ class InstructStage(Stage):
         if not prompts:
             return [], {"prompts": 0}
         if self.serve is not None:
-            from ...llm import LlamaServer, smollm2_gguf
+            from ...llm import LlamaServer, LLMUnavailableError, smollm2_gguf
 
             gguf = smollm2_gguf() if self.serve == "smollm2" else Path(self.serve)
             with LlamaServer(gguf, replicas=self.serve_replicas, n_ctx=2048) as srv:
-                return self._chat(ctx, prompts, srv.model, srv.base_urls)
+                try:
+                    return self._chat(ctx, prompts, srv.model, srv.base_urls)
+                except LLMUnavailableError as e:
+                    report = srv.exit_report()  # a server that died says why, not just "no answer"
+                    if report is None:
+                        raise
+                    raise LLMUnavailableError(f"{e}\n{report}") from e
         assert self.model is not None and self.base_url is not None
         return self._chat(ctx, prompts, self.model, self.base_url)
 
