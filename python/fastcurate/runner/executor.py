@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Unio
 from ..errors import FormatError, InputError
 from ..io.discover import ShardRef
 from .commit import MarkerCommitter
+from .lookahead import Lookahead
 from .shard import ShardReadError, process_shard, scan_shard
 from .stage import Context, Stage
 
@@ -91,16 +92,21 @@ class LocalExecutor(Executor):
             bar: Any) -> Iterator[Tuple[ShardRef, Outcome]]:
         # A shard's marker is written in the background once its files are on disk, while the next
         # shard runs (runner/commit.py); the phase ends when every marker is written.
+        # The next shard is opened while the current one finishes (runner/lookahead.py).
         fn = run_phase_fn(phase)
         if self._commit is None:
             self._commit = MarkerCommitter()
-        for s in shards:
-            out: Outcome
-            try:
-                out = fn(self.stage, self.ctx, s, self.given, self.batch_size, bar, self._commit)
-            except BAD_SHARD_ERRORS as e:
-                out = e
-            yield s, out  # outside the try: an error of the caller is not the shard's
+        ahead = Lookahead(phase, self.stage, self.given, self.batch_size, shards)
+        try:
+            for s in shards:
+                out: Outcome
+                try:
+                    out = fn(self.stage, self.ctx, s, self.given, self.batch_size, bar, self._commit, ahead)
+                except BAD_SHARD_ERRORS as e:
+                    out = e
+                yield s, out  # outside the try: an error of the caller is not the shard's
+        finally:
+            ahead.close()
         self._commit.drain()
 
     def close(self) -> None:

@@ -8,8 +8,9 @@ redone.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,7 +26,9 @@ from .stage import Batch, Context, Result, Stage
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["ShardReadError", "open_and_resolve", "scan_shard", "process_shard", "drop_schema", "scan_marker",
+    from .lookahead import Lookahead
+
+__all__ = ["ShardReadError", "Opened", "open_and_resolve", "open_for", "scan_shard", "process_shard", "drop_schema", "scan_marker",
            "done_marker", "role_batches"]
 
 
@@ -83,6 +86,27 @@ def make_uid(data: "pa.RecordBatch", roles: Roles, shard: ShardRef, start_row: i
     return _as_string(data.column(roles.columns["id"]))
 
 
+@dataclass
+class Opened:
+    """A shard opened for one phase: its reader, its roles and its raw batches of the columns the
+    phase reads (possibly already being read ahead, runner/lookahead.py)."""
+
+    reader: ShardReader
+    roles: Roles
+    raw: Iterator["pa.RecordBatch"]
+    close: Callable[[], None] = lambda: None  # stops a read that will not be consumed
+
+
+def open_for(phase: str, stage: Stage, shard: ShardRef, given: Mapping[str, Optional[str]], batch_size: int) -> Opened:
+    """Open ``shard`` for ``phase`` (``"scan"`` or ``"process"``): resolve its roles and start
+    iterating the columns the phase reads. Raises what opening raises (an unreadable file, a
+    missing column); read errors come from ``raw``."""
+    reader, roles = open_and_resolve(shard, stage, given, batch_size)
+    role_list = stage.scan_roles() if phase == "scan" else stage.process_roles()
+    gen = reader.batches(_read_columns(reader, roles, role_list, stage.extra_columns()))
+    return Opened(reader, roles, gen, getattr(gen, "close", lambda: None))
+
+
 def _read_columns(reader: ShardReader, roles: Roles, role_list: Optional[Sequence[str]],
                   extra: Sequence[str] = ()) -> Optional[List[str]]:
     """The columns to read: the id's, the roles', and the ``extra`` names the shard has; None
@@ -94,16 +118,17 @@ def _read_columns(reader: ShardReader, roles: Roles, role_list: Optional[Sequenc
     return list(dict.fromkeys(cols))
 
 
-def _valid_batches(reader: ShardReader, roles: Roles, shard: ShardRef, columns: Optional[List[str]],
+def _valid_batches(raw_batches: Iterable["pa.RecordBatch"], roles: Roles, shard: ShardRef,
                    on_null: Callable[["pa.Array", np.ndarray], None]) -> Iterator[Batch]:
-    """The shard's batches with ``uid`` first and the rows without an id taken out (``on_null``
-    gets their physical row numbers); ``offset`` counts valid rows."""
+    """The shard's batches (``raw_batches``, as its reader gives them) with ``uid`` first and the
+    rows without an id taken out (``on_null`` gets their physical row numbers); ``offset`` counts
+    valid rows."""
     import pyarrow as pa
 
     physical = 0
     valid = 0
     try:
-        for raw in reader.batches(columns):
+        for raw in raw_batches:
             uid = make_uid(raw, roles, shard, physical)
             names = [n for n in raw.schema.names if n != UID]
             data = pa.RecordBatch.from_arrays([uid] + [raw.column(n) for n in names], names=[UID] + names)
@@ -131,7 +156,7 @@ def role_batches(shards: Sequence[ShardRef], roles: Sequence[str], columns: Mapp
     for shard in shards:
         reader = open_shard(shard, batch_size)
         r = resolve_roles(reader.schema, columns, tuple(roles), (), str(shard.path))
-        for b in _valid_batches(reader, r, shard, _read_columns(reader, r, roles), lambda _u, _r: None):
+        for b in _valid_batches(reader.batches(_read_columns(reader, r, roles)), r, shard, lambda _u, _r: None):
             if limit_rows is not None and seen + len(b) > limit_rows:
                 b = Batch(b.shard, b.offset, b.data.slice(0, limit_rows - seen), b.roles)
             seen += len(b)
@@ -142,22 +167,26 @@ def role_batches(shards: Sequence[ShardRef], roles: Sequence[str], columns: Mapp
 
 
 def scan_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
-               batch_size: int, bar: Any = None, commit: Optional[MarkerCommitter] = None) -> Dict[str, Any]:
+               batch_size: int, bar: Any = None, commit: Optional[MarkerCommitter] = None,
+               ahead: Optional["Lookahead"] = None) -> Dict[str, Any]:
     """The global pass over one shard; writes and returns its marker ``{rows, null_id, summary}``
-    (with ``commit``: hands it to ``commit`` with the files the shard wrote, see runner/commit.py)."""
-    if commit is None:
-        marker = _scan(stage, ctx, shard, given, batch_size, bar)
-        atomic_write_json(scan_marker(ctx, shard), marker)
-        return marker
-    with deferred_fsync() as files:
-        marker = _scan(stage, ctx, shard, given, batch_size, bar)
+    (with ``commit``: hands it to ``commit`` with the files the shard wrote, see runner/commit.py;
+    with ``ahead``: takes the shard from it, opened ahead, see runner/lookahead.py)."""
+    op = ahead.open(shard) if ahead is not None else open_for("scan", stage, shard, given, batch_size)
+    try:
+        if commit is None:
+            marker = _scan(stage, ctx, shard, op, bar)
+            atomic_write_json(scan_marker(ctx, shard), marker)
+            return marker
+        with deferred_fsync() as files:
+            marker = _scan(stage, ctx, shard, op, bar)
+    finally:
+        op.close()  # a stage that stopped early leaves no read running
     commit.submit(files, scan_marker(ctx, shard), marker)
     return marker
 
 
-def _scan(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
-          batch_size: int, bar: Any) -> Dict[str, Any]:
-    reader, roles = open_and_resolve(shard, stage, given, batch_size)
+def _scan(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any) -> Dict[str, Any]:
     counts = {"rows": 0, "null_id": 0}
 
     def on_null(_uids: "pa.Array", rows: np.ndarray) -> None:
@@ -167,7 +196,7 @@ def _scan(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optio
             bar.update(len(rows))
 
     def batches() -> Iterator[Batch]:
-        for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.scan_roles(), stage.extra_columns()), on_null):
+        for b in _valid_batches(op.raw, op.roles, shard, on_null):
             counts["rows"] += len(b)
             if bar is not None:
                 bar.update(len(b))
@@ -229,26 +258,30 @@ def _reasons(stage: Stage, res: Result, keep: np.ndarray, nd: int) -> Tuple["pa.
 
 
 def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
-                  batch_size: int, bar: Any = None, commit: Optional[MarkerCommitter] = None) -> Dict[str, Any]:
+                  batch_size: int, bar: Any = None, commit: Optional[MarkerCommitter] = None,
+                  ahead: Optional["Lookahead"] = None) -> Dict[str, Any]:
     """The per-shard pass: writes ``part-NNNNN.parquet`` (kept rows), ``drops/part-NNNNN.parquet``
     (dropped rows) and then the done marker ``{rows, kept, dropped, nulls, summary}``, which it
-    returns (with ``commit``: hands it to ``commit`` with the files the shard wrote)."""
-    if commit is None:
-        marker = _process(stage, ctx, shard, given, batch_size, bar)
-        atomic_write_json(done_marker(ctx, shard), marker)
-        return marker
-    with deferred_fsync() as files:
-        marker = _process(stage, ctx, shard, given, batch_size, bar)
+    returns (``commit``, ``ahead``: as for :func:`scan_shard`)."""
+    t0 = time.perf_counter()
+    op = ahead.open(shard) if ahead is not None else open_for("process", stage, shard, given, batch_size)
+    try:
+        if commit is None:
+            marker = _process(stage, ctx, shard, op, bar, t0)
+            atomic_write_json(done_marker(ctx, shard), marker)
+            return marker
+        with deferred_fsync() as files:
+            marker = _process(stage, ctx, shard, op, bar, t0)
+    finally:
+        op.close()
     commit.submit(files, done_marker(ctx, shard), marker)
     return marker
 
 
-def _process(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Optional[str]],
-             batch_size: int, bar: Any) -> Dict[str, Any]:
+def _process(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any, t0: float) -> Dict[str, Any]:
     import pyarrow as pa
 
-    t0 = time.perf_counter()
-    reader, roles = open_and_resolve(shard, stage, given, batch_size)
+    reader, roles = op.reader, op.roles
     schema, in_cols, added = output_schema(stage, reader, roles)
     rows = 0
     kept = 0
@@ -275,7 +308,7 @@ def _process(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, Op
         pending: List[Batch] = []
 
         def batches() -> Iterator[Batch]:
-            for b in _valid_batches(reader, roles, shard, _read_columns(reader, roles, stage.process_roles(), stage.extra_columns()), on_null):
+            for b in _valid_batches(op.raw, roles, shard, on_null):
                 for r in nulls:
                     col = b.column(r)  # absent when the stage's process pass does not read it
                     if col is not None:
