@@ -81,3 +81,34 @@ def test_errors_of_a_shard_opened_ahead_are_its_own(tmp_path):
     st = curate([src], tmp_path / "out", metadata=ENTRIES, t=12, on_error="skip", progress=False)
     assert [Path(b["file"]).name for b in st["bad_shards"]] == [bad.name]
     assert st["rows_in"] == st["rows_kept"] + sum(st["rows_dropped"].values())
+
+
+def test_prefetch_closed_early_never_hangs():
+    """A consumer that stops while the producer is blocked on a full queue (after its last item,
+    on the end marker, or on an error) must get its close() back at once."""
+    import threading
+
+    from fastcurate.io.prefetch import prefetch
+
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("read error")
+
+    for source in (lambda: iter(range(3)), lambda: iter(range(100)), failing):
+        for taken in (0, 1):
+            gen = prefetch(source(), depth=1)
+            for _ in range(taken):
+                next(gen)
+            done = threading.Event()
+
+            def close(g=gen):
+                g.close()
+                done.set()
+
+            t = threading.Thread(target=close, daemon=True)
+            import time
+
+            time.sleep(0.05)  # let the producer fill the queue and block
+            t.start()
+            assert done.wait(5.0), "prefetch close() hung"

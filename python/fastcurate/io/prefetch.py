@@ -19,20 +19,26 @@ def prefetch(it: Iterable[T], depth: int = 2) -> Iterator[T]:
     stop = threading.Event()
     end = object()
 
+    def put(x: tuple) -> bool:
+        # Every put gives up once the consumer has stopped: a blocking put into a full queue that
+        # nobody reads any more would never return, and the consumer's join() would wait forever
+        # (seen: a consumer closed after the last item was read but before the end marker fit).
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run() -> None:
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put((None, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((None, item)):
                     return
-            q.put((None, end))
+            put((None, end))
         except BaseException as e:  # handed to the consumer
-            q.put((e, None))
+            put((e, None))
 
     th = threading.Thread(target=run, name="fastcurate-prefetch", daemon=True)
     th.start()
