@@ -191,3 +191,25 @@ def test_report_in_headless_chromium(report, tmp_path):
     px = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert px.std() > 20, "the screenshot looks blank"
     assert (px < 128).mean() > 0.01  # text and plots, not a white page
+
+
+def test_row_lookup_in_parquet_and_in_row_formats_agree(tmp_path):
+    """The report finds rows by uid in a Parquet shard (row groups) and in the other formats (a
+    streamed read): the same captions either way."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fastcurate.report.data import _lookup
+
+    rows = [{"uid": f"u{i:03d}", "caption": f"a photo of thing {i}"} for i in range(50)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "s.parquet", row_group_size=7)
+    with open(tmp_path / "s.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    want = {"u003", "u017", "u049", "missing"}
+    got_pq = _lookup(tmp_path / "s.parquet", want, {}, 0)
+    got_js = _lookup(tmp_path / "s.jsonl", want, {}, 0)
+    assert {u: r.text for u, r in got_pq.items()} == {u: r.text for u, r in got_js.items()} == {
+        "u003": "a photo of thing 3", "u017": "a photo of thing 17", "u049": "a photo of thing 49"}

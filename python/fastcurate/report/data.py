@@ -345,7 +345,7 @@ def _lookup(path: Path, uids: set, given: Dict[str, Optional[str]], px: int,
     reader = open_shard(shard, 4096)
     roles = resolve_roles(reader.schema, g, (), ("text", "image"), str(path))
     cols = list(dict.fromkeys(c for c in (roles.get("id"), roles.get("text"), roles.get("image")) if c))
-    for b in _valid_batches(reader, roles, shard, cols, lambda _u, _r: None):
+    for b in _valid_batches(reader.batches(cols), roles, shard, lambda _u, _r: None):
         m = pc.fill_null(pc.is_in(b.uid, value_set=value_set), False).to_numpy(zero_copy_only=False)
         for j in np.flatnonzero(m):
             u = b.uid[int(j)].as_py()

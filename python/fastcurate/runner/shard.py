@@ -173,16 +173,23 @@ def scan_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[str, 
     (with ``commit``: hands it to ``commit`` with the files the shard wrote, see runner/commit.py;
     with ``ahead``: takes the shard from it, opened ahead, see runner/lookahead.py)."""
     op = ahead.open(shard) if ahead is not None else open_for("scan", stage, shard, given, batch_size)
+    return _with_marker(op, commit, scan_marker(ctx, shard), lambda: _scan(stage, ctx, shard, op, bar))
+
+
+def _with_marker(op: Opened, commit: Optional[MarkerCommitter], marker_path: Path,
+                 work: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """Run a shard's ``work`` and write the marker it returns to ``marker_path``: in line, or with
+    ``commit`` once the files the work wrote are on disk (runner/commit.py)."""
     try:
         if commit is None:
-            marker = _scan(stage, ctx, shard, op, bar)
-            atomic_write_json(scan_marker(ctx, shard), marker)
+            marker = work()
+            atomic_write_json(marker_path, marker)
             return marker
         with deferred_fsync() as files:
-            marker = _scan(stage, ctx, shard, op, bar)
+            marker = work()
     finally:
         op.close()  # a stage that stopped early leaves no read running
-    commit.submit(files, scan_marker(ctx, shard), marker)
+    commit.submit(files, marker_path, marker)
     return marker
 
 
@@ -265,17 +272,7 @@ def process_shard(stage: Stage, ctx: Context, shard: ShardRef, given: Mapping[st
     returns (``commit``, ``ahead``: as for :func:`scan_shard`)."""
     t0 = time.perf_counter()
     op = ahead.open(shard) if ahead is not None else open_for("process", stage, shard, given, batch_size)
-    try:
-        if commit is None:
-            marker = _process(stage, ctx, shard, op, bar, t0)
-            atomic_write_json(done_marker(ctx, shard), marker)
-            return marker
-        with deferred_fsync() as files:
-            marker = _process(stage, ctx, shard, op, bar, t0)
-    finally:
-        op.close()
-    commit.submit(files, done_marker(ctx, shard), marker)
-    return marker
+    return _with_marker(op, commit, done_marker(ctx, shard), lambda: _process(stage, ctx, shard, op, bar, t0))
 
 
 def _process(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any, t0: float) -> Dict[str, Any]:
