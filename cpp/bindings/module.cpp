@@ -382,6 +382,38 @@ auto translate(Fn&& fn) -> decltype(fn()) {
     }
 }
 
+// The optional keep mask of a kernel call: null when `keep` is None, else its uint8 values
+// (`holder` keeps the array alive), which must be one per item.
+const std::uint8_t* optional_mask(const py::object& keep, py::array& holder, std::size_t n, const char* per) {
+    if (keep.is_none()) return nullptr;
+    holder = keep.cast<py::array>();
+    const auto* k = checked<std::uint8_t>(holder, "keep");
+    if (static_cast<std::size_t>(holder.shape(0)) != n)
+        throw fastcurate::InputError("keep has " + std::to_string(holder.shape(0)) + " values for " + std::to_string(n) +
+                                     " " + per);
+    return k;
+}
+
+// Arrow-layout string offsets (int32 or int64) into a data buffer of `dlen` bytes: checks their
+// shape and that the first and last lie in the buffer (the kernels check that they never
+// decrease), then calls fn(offsets pointer, number of strings).
+template <typename Fn>
+void with_string_offsets(const py::array& offsets, std::uint64_t dlen, Fn&& fn) {
+    if (offsets.ndim() != 1 || offsets.shape(0) < 1)
+        throw fastcurate::InputError("offsets must be 1-D with at least one value");
+    const auto n = static_cast<std::size_t>(offsets.shape(0) - 1);
+    auto run = [&](const auto* off) {
+        if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
+            throw fastcurate::InputError("string offsets out of range of the data buffer");
+        fn(off, n);
+    };
+    if (offsets.dtype().itemsize() == 4) {
+        run(checked<std::int32_t>(offsets, "offsets"));
+    } else {
+        run(checked<std::int64_t>(offsets, "offsets"));
+    }
+}
+
 }  // namespace fc_balance_bind
 
 inline void bind_balance(pybind11::module_& m) {
@@ -394,15 +426,8 @@ inline void bind_balance(pybind11::module_& m) {
             Csr c = csr_of(offsets, ids);
             auto* out = const_cast<std::uint64_t*>(checked<std::uint64_t>(counts, "counts", true));
             const auto n = static_cast<std::size_t>(counts.shape(0));
-            const std::uint8_t* k = nullptr;
             py::array keep_arr;
-            if (!keep.is_none()) {
-                keep_arr = keep.cast<py::array>();
-                k = checked<std::uint8_t>(keep_arr, "keep");
-                if (static_cast<std::size_t>(keep_arr.shape(0)) != c.view.n_texts)
-                    throw fastcurate::InputError("keep has " + std::to_string(keep_arr.shape(0)) + " values for " +
-                                                 std::to_string(c.view.n_texts) + " texts");
-            }
+            const std::uint8_t* k = optional_mask(keep, keep_arr, c.view.n_texts, "texts");
             py::gil_scoped_release release;
             translate([&] { fastcurate::count_entries(c.view, out, n, k); return 0; });
         },
@@ -449,25 +474,13 @@ inline void bind_balance(pybind11::module_& m) {
         "hash_string_keys",
         [](const py::array& offsets, const py::array& data) {
             const auto* d = checked<std::uint8_t>(data, "data");
-            const auto dlen = static_cast<std::uint64_t>(data.shape(0));
-            if (offsets.ndim() != 1 || offsets.shape(0) < 1)
-                throw fastcurate::InputError("offsets must be 1-D with at least one value");
-            const auto n = static_cast<std::size_t>(offsets.shape(0) - 1);
-            py::array_t<std::uint64_t> out(static_cast<py::ssize_t>(n));
-            std::uint64_t* o = out.mutable_data();
-            if (offsets.dtype().itemsize() == 4) {
-                const auto* off = checked<std::int32_t>(offsets, "offsets");
-                if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
-                    throw fastcurate::InputError("string offsets out of range of the data buffer");
+            py::array_t<std::uint64_t> out;
+            with_string_offsets(offsets, static_cast<std::uint64_t>(data.shape(0)), [&](const auto* off, std::size_t n) {
+                out = py::array_t<std::uint64_t>(static_cast<py::ssize_t>(n));
+                std::uint64_t* o = out.mutable_data();
                 py::gil_scoped_release release;
                 translate([&] { fastcurate::hash_strings(off, d, n, o); return 0; });
-            } else {
-                const auto* off = checked<std::int64_t>(offsets, "offsets");
-                if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
-                    throw fastcurate::InputError("string offsets out of range of the data buffer");
-                py::gil_scoped_release release;
-                translate([&] { fastcurate::hash_strings(off, d, n, o); return 0; });
-            }
+            });
             return out;
         },
         py::arg("offsets"), py::arg("data"),
@@ -477,42 +490,24 @@ inline void bind_balance(pybind11::module_& m) {
         "hex128_pairs",
         [](const py::array& offsets, const py::array& data, const py::object& keep) {
             const auto* d = checked<std::uint8_t>(data, "data");
-            const auto dlen = static_cast<std::uint64_t>(data.shape(0));
-            if (offsets.ndim() != 1 || offsets.shape(0) < 1)
-                throw fastcurate::InputError("offsets must be 1-D with at least one value");
-            const auto n = static_cast<std::size_t>(offsets.shape(0) - 1);
-            const std::uint8_t* k = nullptr;
-            py::array keep_arr;
-            std::size_t rows = n;
-            if (!keep.is_none()) {
-                keep_arr = keep.cast<py::array>();
-                k = checked<std::uint8_t>(keep_arr, "keep");
-                if (static_cast<std::size_t>(keep_arr.shape(0)) != n)
-                    throw fastcurate::InputError("keep has " + std::to_string(keep_arr.shape(0)) + " values for " +
-                                                 std::to_string(n) + " strings");
-                rows = 0;
-                for (std::size_t i = 0; i < n; ++i) rows += k[i] != 0;
-            }
-            py::array_t<std::uint64_t> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(2)});
-            std::uint64_t* o = out.mutable_data();
-            auto run = [&](auto* off) {
-                for (std::size_t i = 0; i < n; ++i) {
-                    if (off[i + 1] < off[i]) throw fastcurate::InputError("string offsets must be non-decreasing");
+            py::array_t<std::uint64_t> out;
+            with_string_offsets(offsets, static_cast<std::uint64_t>(data.shape(0)), [&](const auto* off, std::size_t n) {
+                py::array keep_arr;
+                const std::uint8_t* k = optional_mask(keep, keep_arr, n, "strings");
+                std::size_t rows = n;
+                if (k != nullptr) {
+                    rows = 0;
+                    for (std::size_t i = 0; i < n; ++i) rows += k[i] != 0;
                 }
-                if (off[0] < 0 || static_cast<std::uint64_t>(off[n]) > dlen)
-                    throw fastcurate::InputError("string offsets out of range of the data buffer");
+                out = py::array_t<std::uint64_t>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(2)});
+                std::uint64_t* o = out.mutable_data();
                 py::gil_scoped_release release;
                 try {
                     fastcurate::hex128_pairs(off, d, n, k, o);
                 } catch (const fastcurate::HexUidError& e) {
                     throw fastcurate::InputError(e.what());
                 }
-            };
-            if (offsets.dtype().itemsize() == 4) {
-                run(checked<std::int32_t>(offsets, "offsets"));
-            } else {
-                run(checked<std::int64_t>(offsets, "offsets"));
-            }
+            });
             return out;
         },
         py::arg("offsets"), py::arg("data"), py::arg("keep") = py::none(),

@@ -39,8 +39,10 @@ std::size_t hex128_pairs(const O* offsets, const std::uint8_t* data, std::size_t
                          std::uint64_t* out) {
     std::size_t j = 0;
     for (std::size_t i = 0; i < n; ++i) {
-        if (keep != nullptr && keep[i] == 0) continue;
         const O b = offsets[i], e = offsets[i + 1];
+        // every row, kept or not: with the ends in the buffer, this keeps every read inside it
+        if (e < b) throw HexUidError("string offsets must be non-decreasing; they decrease at row " + std::to_string(i));
+        if (keep != nullptr && keep[i] == 0) continue;
         if (e - b != 32) {
             throw HexUidError("uid at row " + std::to_string(i) + " is " + std::to_string(static_cast<long long>(e - b)) +
                               " bytes long, not 32 hex digits");

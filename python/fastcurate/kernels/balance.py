@@ -32,6 +32,7 @@ from ..errors import InputError, InputTypeError
 
 __all__ = [
     "count_entries",
+    "string_buffers",
     "t_to_p",
     "p_to_t",
     "entry_probs",
@@ -187,14 +188,22 @@ def hash_keys(keys: Any) -> np.ndarray:
             return hash_keys(keys.to_numpy())
         return _core.hash_int_keys(keys.cast(pa.int64()).to_numpy())
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
-        large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
-        _, obuf, dbuf = keys.buffers()
-        odt = np.int64 if large else np.int32
-        # Zero-copy views of the Arrow buffers; the array offset selects this slice's offsets.
-        offsets = np.frombuffer(obuf, dtype=odt, count=len(keys) + 1, offset=keys.offset * np.dtype(odt).itemsize)
-        data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.zeros(0, dtype=np.uint8)
-        return _call(_core.hash_string_keys, offsets, data)
+        return _call(_core.hash_string_keys, *string_buffers(keys))
     raise InputTypeError(f"keys must be a string or integer column, got Arrow type {t}")
+
+
+def string_buffers(arr: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """The offsets (int32, or int64 for the large types) and the data bytes of a string / binary
+    pyarrow Array, as zero-copy views of its buffers: the C++ kernels' Arrow-layout input. The
+    array's offset selects this slice's offsets; nulls are not looked at (the caller checks)."""
+    import pyarrow as pa
+
+    wide = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    _, obuf, dbuf = arr.buffers()
+    odt = np.dtype(np.int64 if wide else np.int32)
+    offsets = np.frombuffer(obuf, dtype=odt, count=len(arr) + 1, offset=arr.offset * odt.itemsize)
+    data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, data
 
 
 def uniform_draws(keys: Any, seed: int = 0) -> np.ndarray:

@@ -28,7 +28,7 @@ from ...io.atomic import atomic_write_npy
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...kernels.balance import (balance, count_entries, entry_probs, expected_size, hash_keys, p_to_t,
-                                t_for_target_size, t_to_p)
+                                string_buffers, t_for_target_size, t_to_p)
 from ...metadata import load_metadata, save_metadata
 from ...runner.stage import Batch, Context, Estimate, Result, Stage
 
@@ -479,19 +479,6 @@ def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 
             f.close()
 
 
-def _uid_bytes(uid: "pa.Array") -> Tuple[np.ndarray, np.ndarray]:
-    """The string offsets and the data bytes of a string / binary Array (no copy)."""
-    import pyarrow as pa
-
-    n = len(uid)
-    _, obuf, dbuf = uid.buffers()
-    wide = pa.types.is_large_string(uid.type) or pa.types.is_large_binary(uid.type)
-    odt = np.int64 if wide else np.int32
-    offsets = np.frombuffer(obuf, dtype=odt, count=n + 1, offset=uid.offset * np.dtype(odt).itemsize)
-    data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
-    return offsets, data
-
-
 def hex128_pairs(uid: "pa.Array", keep: Optional[np.ndarray] = None) -> np.ndarray:
     """32-hex-digit strings (a string Array, each exactly 32 characters, either case) as DataComp's
     ``(u8, u8)`` pairs: ``(int(uid[:16], 16), int(uid[16:], 16))``, of every row or of the rows
@@ -510,7 +497,7 @@ def hex128_pairs(uid: "pa.Array", keep: Optional[np.ndarray] = None) -> np.ndarr
             raise InputError(f"uid at row {int(np.flatnonzero(nulls)[0])} is null")
     if n == 0:
         return np.empty(0, dtype=_PAIR)
-    offsets, data = _uid_bytes(uid)
+    offsets, data = string_buffers(uid)
     out = _core.hex128_pairs(offsets, data, None if keep is None else k.view(np.uint8))
     return out.view(_PAIR).reshape(-1)
 
