@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import numpy as np
 
 from ..errors import FastcurateError, FormatError, InputError
+from ..io.arrays import bool_array, from_numpy, null_mask, repeat_string, string_array
 from ..io.atomic import atomic_write_json, deferred_fsync
 from ..io.columns import UID, Roles, resolve_roles
 from ..io.discover import ShardRef
@@ -133,9 +134,9 @@ def _valid_batches(raw_batches: Iterable["pa.RecordBatch"], roles: Roles, shard:
             names = [n for n in raw.schema.names if n != UID]
             data = pa.RecordBatch.from_arrays([uid] + [raw.column(n) for n in names], names=[UID] + names)
             if uid.null_count:
-                ok = uid.is_valid().to_numpy(zero_copy_only=False)
-                on_null(data.filter(pa.array(~ok)).column(0), physical + np.flatnonzero(~ok))
-                data = data.filter(pa.array(ok))
+                ok = ~null_mask(uid)
+                on_null(data.filter(bool_array(~ok)).column(0), physical + np.flatnonzero(~ok))
+                data = data.filter(bool_array(ok))
             physical += raw.num_rows
             if data.num_rows:
                 yield Batch(shard, valid, data, roles)
@@ -236,6 +237,9 @@ def _to_arrow(values: Any, f: "pa.Field") -> "pa.Array":
         values = values.combine_chunks()
     if isinstance(values, pa.Array):
         return values if values.type == f.type else values.cast(f.type)
+    if (isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iuf"
+            and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))):
+        return from_numpy(values, f.type)  # pa.array would import pandas (io/arrays.py)
     return pa.array(values, type=f.type)
 
 
@@ -250,13 +254,13 @@ def _reasons(stage: Stage, res: Result, keep: np.ndarray, nd: int) -> Tuple["pa.
             raise FastcurateError(f"stage {stage.name}: drop codes outside 1..{len(names) - 1}")
         counts = np.bincount(c, minlength=len(names))
         uniq = {names[i]: int(n) for i, n in enumerate(counts) if n}
-        arr = pa.DictionaryArray.from_arrays(pa.array(c.astype(np.int32)), pa.array(names, pa.string()))
+        arr = pa.DictionaryArray.from_arrays(from_numpy(c, pa.int32()), string_array(names))
         return arr.cast(pa.string()), uniq
     reason = res.reason
     if reason is None:
         raise FastcurateError(f"stage {stage.name} dropped rows without a reason")
     if isinstance(reason, str):
-        return pa.repeat(pa.scalar(reason, pa.string()), nd), {reason: nd}
+        return repeat_string(reason, nd), {reason: nd}
     r_np = np.asarray(reason, dtype=object)
     if len(r_np) != nd:
         raise FastcurateError(f"stage {stage.name}: {len(r_np)} reasons for {nd} dropped rows")
@@ -292,10 +296,10 @@ def _process(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any, 
     try:
         def on_null(uids: "pa.Array", phys: np.ndarray) -> None:
             nonlocal rows
-            detail = pa.array([f"{shard.path.name}:{int(r)}" for r in phys], pa.string())
+            detail = string_array([f"{shard.path.name}:{int(r)}" for r in phys])
             n = len(phys)
             drops.write(pa.RecordBatch.from_arrays(
-                [uids, pa.repeat(pa.scalar(stage.name, pa.string()), n), pa.repeat(pa.scalar("null_id", pa.string()), n), detail],
+                [uids, repeat_string(stage.name, n), repeat_string("null_id", n), detail],
                 schema=dschema))
             dropped["null_id"] = dropped.get("null_id", 0) + n
             rows += n
@@ -336,7 +340,7 @@ def _process(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any, 
                     raise FastcurateError(f"stage {stage.name}: keep mask of shape {keep.shape} for {n} rows")
                 nk = int(keep.sum())
                 if nk:
-                    part.write(full.filter(pa.array(keep)))
+                    part.write(full.filter(bool_array(keep)))
                 kept += nk
                 nd = n - nk
                 if nd:
@@ -351,7 +355,7 @@ def _process(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any, 
                     if len(detail) != nd:
                         raise FastcurateError(f"stage {stage.name}: {len(detail)} details for {nd} dropped rows")
                     drops.write(pa.RecordBatch.from_arrays(
-                        [b.uid.filter(pa.array(~keep)), pa.repeat(pa.scalar(stage.name, pa.string()), nd), reason_arr, detail],
+                        [b.uid.filter(bool_array(~keep)), repeat_string(stage.name, nd), reason_arr, detail],
                         schema=dschema))
             rows += n
             if bar is not None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ... import _core
 from ...errors import FastcurateError, InputError
+from ...io.arrays import from_numpy, null_mask
 from ...io.atomic import atomic_write_npy
 from ...io.columns import Roles
 from ...io.discover import ShardRef
@@ -229,7 +230,7 @@ class CurateStage(Stage):
         for b in batches:
             text = b.require("text")
             if text.null_count:
-                nulls.append(b.offset + np.flatnonzero(text.is_null().to_numpy(zero_copy_only=False)))
+                nulls.append(b.offset + np.flatnonzero(null_mask(text)))
             r = self.matcher.match(text, threads=ctx.threads)
             o = np.asarray(r.offsets, dtype=np.int64)
             offs.append(o[1:] - o[0] + base)
@@ -246,6 +247,10 @@ class CurateStage(Stage):
         return {"matched": int(np.count_nonzero(np.diff(offsets)))}
 
     def reduce(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+        if self.plot:  # the driver draws long_tail.png at the end: import matplotlib meanwhile
+            from ...plots import preload
+
+            preload()
         n = len(self.entries)
         dirs = [ctx.shard_work(s) for s, m in zip(ctx.inputs, summaries) if m is not None]
         counts = np.zeros(n, dtype=np.uint64)
@@ -290,7 +295,7 @@ class CurateStage(Stage):
             o = offsets[lo:hi + 1]
             rel = (o - o[0]).astype(np.int32)
             vals = np.ascontiguousarray(ids[o[0]:o[-1]], dtype=np.int32)
-            ent = pa.ListArray.from_arrays(pa.array(rel), pa.array(vals, type=pa.int32()))
+            ent = pa.ListArray.from_arrays(from_numpy(rel), from_numpy(vals))
             lens = np.diff(o)
             seen = hi
             # drop codes, the later assignment winning: null caption > no match > not drawn
@@ -328,13 +333,23 @@ class CurateStage(Stage):
         atomic_write_bytes(ctx.out / "entry_counts.npy", npy_bytes(counts))
         atomic_write_bytes(ctx.out / "entry_counts_curated.npy", npy_bytes(after))
         save_metadata(self.entries, ctx.out / "metadata.json")
-        if self.plot:
+        plotting = None
+        if self.plot:  # drawn while the subset merges (both release the GIL for much of their work)
+            from concurrent.futures import ThreadPoolExecutor
+
             from ...plots import plot_long_tail
 
-            plot_long_tail(counts, after, t_val, ctx.out / "long_tail.png")
-        subset = None
-        if self.output == "index":
-            subset = _write_datacomp_subset(ctx, shards)
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcurate-plot")
+            plotting = pool.submit(plot_long_tail, counts, after, t_val, ctx.out / "long_tail.png")
+            pool.shutdown(wait=False)
+        try:
+            subset = _write_datacomp_subset(ctx, shards) if self.output == "index" else None
+        except BaseException:
+            if plotting is not None:
+                plotting.exception()  # wait for it; the merge's error is the one raised
+            raise
+        if plotting is not None:
+            plotting.result()  # its error, if any, is the run's error
         return {
             "output": self.output,
             "subset_file": subset,
@@ -490,7 +505,7 @@ def hex128_pairs(uid: "pa.Array", keep: Optional[np.ndarray] = None) -> np.ndarr
         if k.shape != (n,):
             raise InputError(f"keep has shape {k.shape} for {n} uids")
     if uid.null_count:
-        nulls = uid.is_null().to_numpy(zero_copy_only=False)
+        nulls = null_mask(uid)
         if keep is not None:
             nulls &= k
         if nulls.any():
