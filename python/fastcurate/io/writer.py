@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from .atomic import atomic_path, publish
 
@@ -29,11 +29,13 @@ PARQUET_OPTIONS: Dict[str, Any] = dict(
 )
 
 
-def writer_options(schema: "pa.Schema") -> Dict[str, Any]:
+def writer_options(schema: "pa.Schema", dictionary: Sequence[str] = ()) -> Dict[str, Any]:
     """Pinned options; dictionary encoding only for integer, boolean and other low-entropy
     columns: captions, URLs, uids, image bytes and floating-point values (scores, draws) are nearly
     all distinct, so dictionary attempts only cost time (a float64 column's dictionary attempt was
-    a visible share of ``curate --output index`` in a profile)."""
+    a visible share of ``curate --output index`` in a profile). ``dictionary`` names string
+    columns known to hold few distinct values (the drops' stage and reason), encoded with a
+    dictionary too."""
     import pyarrow as pa
 
     def plain(t: "pa.DataType") -> bool:
@@ -41,7 +43,7 @@ def writer_options(schema: "pa.Schema") -> Dict[str, Any]:
                 or pa.types.is_large_binary(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
                 or pa.types.is_fixed_size_list(t) or pa.types.is_struct(t) or pa.types.is_floating(t))
 
-    return dict(PARQUET_OPTIONS, use_dictionary=[f.name for f in schema if not plain(f.type)])
+    return dict(PARQUET_OPTIONS, use_dictionary=[f.name for f in schema if not plain(f.type) or f.name in dictionary])
 
 
 class AtomicParquetWriter:
@@ -50,13 +52,13 @@ class AtomicParquetWriter:
     row group, encoded and compressed on a background thread (pyarrow releases the GIL) while the
     caller prepares the next; at most two writes are in flight, which bounds memory."""
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], schema: "pa.Schema"):
+    def __init__(self, path: Union[str, "os.PathLike[str]"], schema: "pa.Schema", dictionary: Sequence[str] = ()):
         import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.schema = schema
         self._tmp = atomic_path(self.path)
-        self._w: Optional[Any] = pq.ParquetWriter(self._tmp, schema, **writer_options(schema))
+        self._w: Optional[Any] = pq.ParquetWriter(self._tmp, schema, **writer_options(schema, dictionary))
         self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcurate-write")
         self._pending: List[Future] = []
         self.rows = 0

@@ -52,10 +52,9 @@ _PAIR = np.dtype("u8,u8")
 _CODE_NAMES = ("", "null_text", "no_match", "not_sampled")
 
 
-def _load_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _load_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     mode = "r" if mmap else None
-    return (np.load(d / "offsets.npy", mmap_mode=mode), np.load(d / "ids.npy", mmap_mode=mode),
-            np.load(d / "keys.npy", mmap_mode=mode))
+    return np.load(d / "offsets.npy", mmap_mode=mode), np.load(d / "ids.npy", mmap_mode=mode)
 
 
 class _ShardResults:
@@ -67,8 +66,7 @@ class _ShardResults:
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         for d in self.dirs:
-            o, ids, _ = _load_csr(d)
-            yield (o, ids)
+            yield _load_csr(d)
 
 
 class CurateStage(Stage):
@@ -76,7 +74,9 @@ class CurateStage(Stage):
     with ``p_e = min(1, t / count_e)``. Thread-safety: one run at a time per instance."""
 
     name = "curate"
-    version = 3  # 3: index output's subset pairs are built in the per-shard pass
+    # 3: index output's subset pairs are built in the per-shard pass; 4: the scan stores no uid
+    # hashes (the per-shard pass hashes the uids it reads anyway)
+    version = 4
     needs = ("text",)
     scans = True
     batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
@@ -224,7 +224,6 @@ class CurateStage(Stage):
     def scan(self, ctx: Context, shard: ShardRef, batches: Iterator[Batch]) -> Dict[str, Any]:
         offs: List[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         idss: List[np.ndarray] = []
-        keys: List[np.ndarray] = []
         nulls: List[np.ndarray] = []
         base = 0
         for b in batches:
@@ -236,12 +235,10 @@ class CurateStage(Stage):
             offs.append(o[1:] - o[0] + base)
             base += int(o[-1] - o[0])
             idss.append(np.asarray(r.ids, dtype=np.int32))
-            keys.append(hash_keys(b.uid))
         d = ctx.shard_work(shard)
         offsets = np.concatenate(offs)
         atomic_write_npy(d / "offsets.npy", offsets)
         atomic_write_npy(d / "ids.npy", np.concatenate(idss) if idss else np.zeros(0, np.int32))
-        atomic_write_npy(d / "keys.npy", np.concatenate(keys) if keys else np.zeros(0, np.uint64))
         # rows whose caption is null (the process pass may not read the captions again)
         atomic_write_npy(d / "null_text.npy", np.concatenate(nulls) if nulls else np.zeros(0, np.int64))
         return {"matched": int(np.count_nonzero(np.diff(offsets)))}
@@ -255,7 +252,7 @@ class CurateStage(Stage):
         dirs = [ctx.shard_work(s) for s, m in zip(ctx.inputs, summaries) if m is not None]
         counts = np.zeros(n, dtype=np.uint64)
         for d in dirs:
-            o, ids, _ = _load_csr(d)
+            o, ids = _load_csr(d)
             count_entries((np.ascontiguousarray(o), np.ascontiguousarray(ids)), n, out=counts)
         atomic_write_npy(ctx.work / "entry_counts.npy", counts)
         if self.mode == "p":
@@ -278,38 +275,38 @@ class CurateStage(Stage):
 
         assert self._probs is not None
         d = ctx.shard_work(shard)
-        offsets, ids, kh = _load_csr(d, mmap=False)
-        keep = balance((offsets, ids), self._probs, None, seed=self.seed, threads=ctx.threads, key_hashes=kh)
-        draws = _core.uniform_draws(kh, self.seed) if self.output == "index" else None
-        seen = 0
+        offsets, ids = _load_csr(d, mmap=False)
+        n_rows = len(offsets) - 1
+        kept_counts = np.zeros(len(self.entries), dtype=np.uint64)
         # DataComp's subset pairs of the kept uids, built here from the uids this pass reads anyway
         # (finalize then only merges them; None once a kept uid is not 32 hex digits)
         pairs: Optional[List[np.ndarray]] = [] if self.output == "index" else None
         for b in batches:
             n = len(b)
             lo, hi = b.offset, b.offset + n
-            if hi > len(keep):
+            if hi > n_rows:
                 raise FastcurateError(f"{shard.path}: has more rows now than in the counting pass; the input "
                                       "changed during the run: start again with a fresh --out")
-            k = keep[lo:hi]
             o = offsets[lo:hi + 1]
+            # the draw is a pure function of (seed, uid): hashed from the uids read here, not
+            # stored by the scan (8 bytes per row written, synced and read back for nothing)
+            kh = hash_keys(b.uid)
+            k = balance((o, ids), self._probs, None, seed=self.seed, threads=ctx.threads, key_hashes=kh)
+            count_entries((o, ids), len(self.entries), out=kept_counts, keep=k)  # entry counts after
             rel = (o - o[0]).astype(np.int32)
             vals = np.ascontiguousarray(ids[o[0]:o[-1]], dtype=np.int32)
             ent = pa.ListArray.from_arrays(from_numpy(rel), from_numpy(vals))
             lens = np.diff(o)
-            seen = hi
             # drop codes, the later assignment winning: null caption > no match > not drawn
             codes = np.where(k, np.uint8(0), np.uint8(3))
             codes[lens == 0] = 2
             codes[_null_text(d, lo, hi)] = 1
             cols: Dict[str, Any] = {ENTRY_IDS_COLUMN: ent}
-            if draws is not None:
-                cols[DRAW_COLUMN] = draws[lo:hi]
+            if self.output == "index":
+                cols[DRAW_COLUMN] = _core.uniform_draws(kh, self.seed)
             if pairs is not None:
                 pairs = _append_subset_pairs(pairs, b.uid, k)
             yield Result.from_codes(codes, _CODE_NAMES, columns=cols)
-        # the entry counts over the kept rows, in one kernel call per shard
-        kept_counts = count_entries((offsets[:seen + 1], ids), len(self.entries), keep=keep[:seen])
         atomic_write_npy(d / "kept_counts.npy", kept_counts)
         if self.output == "index":
             f = d / SUBSET_PAIRS
