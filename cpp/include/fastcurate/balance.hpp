@@ -80,8 +80,8 @@ std::size_t balance(const CsrView& csr, const double* probs, std::size_t n_entri
 // taken per fixed-size block and blocks are added in order, so it does not depend on `threads`.
 double expected_size(const CsrView& csr, const double* probs, std::size_t n_entries, unsigned threads);
 
-// Same as expected_size with probs = entry_probs(counts, t), computed on the fly (no n_entries
-// buffer per call): used by the bisection for "t for a target size".
+// Same as expected_size with probs = entry_probs(counts, t) (a table of n_entries doubles built per
+// call): used by the reduce and by the search for "t for a target size".
 double expected_size_for_t(const CsrView& csr, const std::uint64_t* counts, std::size_t n_entries,
                            double t, unsigned threads);
 

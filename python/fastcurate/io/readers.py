@@ -47,6 +47,11 @@ class ShardReader:
     def batches(self, columns: Optional[Sequence[str]] = None) -> Iterator["pa.RecordBatch"]:
         raise NotImplementedError
 
+    def never_null(self, column: str) -> bool:
+        """True only when the shard's own metadata proves that ``column`` holds no null (Parquet
+        statistics); False when it may hold one or when nothing says."""
+        return False
+
 
 def _pandas_index_columns(schema: "pa.Schema") -> List[str]:
     meta = schema.metadata or {}
@@ -98,6 +103,19 @@ class ParquetReader(ShardReader):
                               "the file is damaged: re-download or remove it") from None
         if rows != self.num_rows:
             raise FormatError(f"{self.path}: read {rows} rows but the footer says {self.num_rows}")
+
+    def never_null(self, column: str) -> bool:
+        # A top-level primitive column: one leaf whose path is its name. Every row group must carry
+        # a null count, and all must be 0; a writer that wrote no statistics proves nothing.
+        md = self._pf.metadata
+        leaf = [i for i in range(md.num_columns) if md.schema.column(i).path == column]
+        if len(leaf) != 1:
+            return False
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(leaf[0]).statistics
+            if st is None or not st.has_null_count or st.null_count != 0:
+                return False
+        return True
 
 
 def _short(e: BaseException) -> str:

@@ -96,6 +96,7 @@ class Opened:
     roles: Roles
     raw: Iterator["pa.RecordBatch"]
     close: Callable[[], None] = lambda: None  # stops a read that will not be consumed
+    with_uid: bool = True  # False: a scan that does not read the ids (Stage.scan_uses_uid)
 
 
 def open_for(phase: str, stage: Stage, shard: ShardRef, given: Mapping[str, Optional[str]], batch_size: int) -> Opened:
@@ -104,32 +105,42 @@ def open_for(phase: str, stage: Stage, shard: ShardRef, given: Mapping[str, Opti
     missing column); read errors come from ``raw``."""
     reader, roles = open_and_resolve(shard, stage, given, batch_size)
     role_list = stage.scan_roles() if phase == "scan" else stage.process_roles()
-    gen = reader.batches(_read_columns(reader, roles, role_list, stage.extra_columns()))
-    return Opened(reader, roles, gen, getattr(gen, "close", lambda: None))
+    # The ids are read to make each row's uid and to leave out rows without one; a scan that uses
+    # no uid skips them where no row can lack one (generated ids, or a footer that proves it).
+    with_uid = not (phase == "scan" and not stage.scan_uses_uid and role_list is not None
+                    and (roles.id_source == "row" or reader.never_null(roles.columns["id"])))
+    gen = reader.batches(_read_columns(reader, roles, role_list, stage.extra_columns(), with_id=with_uid))
+    return Opened(reader, roles, gen, getattr(gen, "close", lambda: None), with_uid)
 
 
 def _read_columns(reader: ShardReader, roles: Roles, role_list: Optional[Sequence[str]],
-                  extra: Sequence[str] = ()) -> Optional[List[str]]:
-    """The columns to read: the id's, the roles', and the ``extra`` names the shard has; None
-    (every column) when ``role_list`` is None."""
+                  extra: Sequence[str] = (), with_id: bool = True) -> Optional[List[str]]:
+    """The columns to read: the id's (unless not ``with_id``), the roles', and the ``extra``
+    names the shard has; None (every column) when ``role_list`` is None."""
     if role_list is None:
         return None
-    cols = [roles.columns[r] for r in ("id", *role_list) if r in roles.columns]
+    cols = [roles.columns[r] for r in (("id",) if with_id else ()) + tuple(role_list) if r in roles.columns]
     cols += [c for c in extra if c in reader.schema.names]
     return list(dict.fromkeys(cols))
 
 
 def _valid_batches(raw_batches: Iterable["pa.RecordBatch"], roles: Roles, shard: ShardRef,
-                   on_null: Callable[["pa.Array", np.ndarray], None]) -> Iterator[Batch]:
+                   on_null: Callable[["pa.Array", np.ndarray], None], with_uid: bool = True) -> Iterator[Batch]:
     """The shard's batches (``raw_batches``, as its reader gives them) with ``uid`` first and the
     rows without an id taken out (``on_null`` gets their physical row numbers); ``offset`` counts
-    valid rows."""
+    valid rows. Not ``with_uid``: the ids were not read because no row lacks one (open_for), and
+    the batches are passed on as they are, without a uid column."""
     import pyarrow as pa
 
     physical = 0
     valid = 0
     try:
         for raw in raw_batches:
+            if not with_uid:
+                if raw.num_rows:
+                    yield Batch(shard, valid, raw, roles, has_uid=False)
+                    valid += raw.num_rows
+                continue
             uid = make_uid(raw, roles, shard, physical)
             names = [n for n in raw.schema.names if n != UID]
             data = pa.RecordBatch.from_arrays([uid] + [raw.column(n) for n in names], names=[UID] + names)
@@ -204,7 +215,7 @@ def _scan(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any) -> 
             bar.update(len(rows))
 
     def batches() -> Iterator[Batch]:
-        for b in _valid_batches(op.raw, op.roles, shard, on_null):
+        for b in _valid_batches(op.raw, op.roles, shard, on_null, op.with_uid):
             counts["rows"] += len(b)
             if bar is not None:
                 bar.update(len(b))

@@ -79,6 +79,7 @@ class CurateStage(Stage):
     version = 4
     needs = ("text",)
     scans = True
+    scan_uses_uid = False  # the scan matches captions; the uids are hashed in the per-shard pass
     batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
     produces = (ENTRY_IDS_COLUMN, "entry_counts.npy", "entry_counts_curated.npy", "metadata.json")
     reasons = {
@@ -281,12 +282,14 @@ class CurateStage(Stage):
         # DataComp's subset pairs of the kept uids, built here from the uids this pass reads anyway
         # (finalize then only merges them; None once a kept uid is not 32 hex digits)
         pairs: Optional[List[np.ndarray]] = [] if self.output == "index" else None
+        seen = 0
         for b in batches:
             n = len(b)
             lo, hi = b.offset, b.offset + n
             if hi > n_rows:
                 raise FastcurateError(f"{shard.path}: has more rows now than in the counting pass; the input "
                                       "changed during the run: start again with a fresh --out")
+            seen = hi
             o = offsets[lo:hi + 1]
             # the draw is a pure function of (seed, uid): hashed from the uids read here, not
             # stored by the scan (8 bytes per row written, synced and read back for nothing)
@@ -307,6 +310,10 @@ class CurateStage(Stage):
             if pairs is not None:
                 pairs = _append_subset_pairs(pairs, b.uid, k)
             yield Result.from_codes(codes, _CODE_NAMES, columns=cols)
+        if seen != n_rows:  # fewer rows with an id than the scan counted: rows would pair with others' matches
+            raise FastcurateError(f"{shard.path}: has {seen:,} rows with an id now but {n_rows:,} in the counting pass; "
+                                  "the input changed during the run (or its statistics count no null id where there "
+                                  "is one): start again with a fresh --out")
         atomic_write_npy(d / "kept_counts.npy", kept_counts)
         if self.output == "index":
             f = d / SUBSET_PAIRS
