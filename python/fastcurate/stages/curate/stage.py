@@ -59,7 +59,8 @@ def _load_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray]:
 
 class _ShardResults:
     """The stored per-shard match results as a re-iterable of (offsets, ids), one shard in memory
-    (memory-mapped) at a time: lets expected_size / t_for_target_size run over the whole pool."""
+    (memory-mapped: measured faster than reading into reused buffers) at a time: lets
+    expected_size / t_for_target_size run over the whole pool."""
 
     def __init__(self, dirs: List[Path]):
         self.dirs = dirs
@@ -245,17 +246,14 @@ class CurateStage(Stage):
         return {"matched": int(np.count_nonzero(np.diff(offsets)))}
 
     def reduce(self, ctx: Context, summaries: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
-        if self.plot:  # the driver draws long_tail.png at the end: import matplotlib meanwhile
-            from ...plots import preload
+        import time
 
-            preload()
-        n = len(self.entries)
+        t0 = time.perf_counter()
         dirs = [ctx.shard_work(s) for s, m in zip(ctx.inputs, summaries) if m is not None]
-        counts = np.zeros(n, dtype=np.uint64)
-        for d in dirs:
-            o, ids = _load_csr(d)
-            count_entries((np.ascontiguousarray(o), np.ascontiguousarray(ids)), n, out=counts)
+        counts = _count_shards(dirs, len(self.entries), ctx.threads)
         atomic_write_npy(ctx.work / "entry_counts.npy", counts)
+        ctx.timings["reduce_count_s"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
         if self.mode == "p":
             t_val = float(p_to_t(counts, float(self.p)))  # type: ignore[arg-type]
         elif self.mode == "target_size":
@@ -263,7 +261,15 @@ class CurateStage(Stage):
                                       ctx.threads)
         else:
             t_val = float(self.t)  # type: ignore[arg-type]
-        return {"t": t_val, "expected_size": expected_size(_ShardResults(dirs), counts, t_val, ctx.threads)}
+        exp = expected_size(_ShardResults(dirs), counts, t_val, ctx.threads)
+        ctx.timings["reduce_threshold_s"] = round(time.perf_counter() - t0, 3)
+        if self.plot:
+            # The driver draws long_tail.png at the end: import matplotlib meanwhile, from here on
+            # (the per-shard pass leaves part of a core idle; the counting above uses all of them).
+            from ...plots import preload
+
+            preload()
+        return {"t": t_val, "expected_size": exp}
 
     # ---- per-shard pass
     def setup(self, ctx: Context, state: Optional[Dict[str, Any]]) -> None:
@@ -371,6 +377,29 @@ class CurateStage(Stage):
             "matches_after": int(after.sum()),
             "plot": "long_tail.png" if self.plot else None,
         }
+
+
+def _count_shards(dirs: Sequence[Path], n_entries: int, threads: Optional[int]) -> np.ndarray:
+    """The entry counts summed over the shards' stored match results. The counting kernel is one
+    thread (a scatter into one array); here each thread counts its own shards into its own array
+    and the arrays are added (integers: the same sum in any order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(len(dirs), threads or os.cpu_count() or 1))
+    parts = [np.zeros(n_entries, dtype=np.uint64) for _ in range(workers)]
+
+    def count(w: int) -> None:
+        for d in dirs[w::workers]:
+            count_entries(_load_csr(d), n_entries, out=parts[w])
+
+    if workers == 1:
+        count(0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastcurate-count") as pool:
+            list(pool.map(count, range(workers)))  # list(): a worker's error is raised here
+    for p in parts[1:]:
+        parts[0] += p
+    return parts[0]
 
 
 def _append_subset_pairs(pairs: List[np.ndarray], uid: "pa.Array", keep: np.ndarray) -> Optional[List[np.ndarray]]:
