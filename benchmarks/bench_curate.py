@@ -390,7 +390,7 @@ Peak RSS of fastcurate: {result['subset_fastcurate_peak_rss_mb']:.0f} MB at {res
 | fastcurate balance, 1 thread | {bk['fc_balance_1t']:.4f} | {bk['metaclip_numpy'] / bk['fc_balance_1t']:.1f}x |
 | fastcurate balance, 2 threads | {bk['fc_balance_2t']:.4f} | {bk['metaclip_numpy'] / bk['fc_balance_2t']:.1f}x |
 
-(key hashing, done once in the counting pass: {result['balance_kernel']['fc_hash_keys_s']:.4f}s). Kept counts, all within 4 sigma of
+(key hashing, once per row in the per-shard pass, not included: {result['balance_kernel']['fc_hash_keys_s']:.4f}s). Kept counts, all within 4 sigma of
 the expected {result['balance_kernel']['expected']:,.0f}: {result['balance_kernel']['kept']}.
 """)
     return 0
