@@ -106,3 +106,17 @@ def test_null_mask_and_bool_to_numpy(values, skip):
     s = pa.array([None if v is None else str(v) for v in values], pa.string()).slice(min(skip, len(values)))
     assert null_mask(s).tolist() == [v is None for v in s.to_pylist()]
     assert null_mask(pa.nulls(3)).tolist() == [True] * 3
+
+
+def test_runner_column_conversion_matches_pa_array():
+    # stage columns given as numpy: from buffers where numpy's same-kind cast reaches the field's
+    # type, else pa.array as before (its own errors included)
+    from fastcurate.runner.shard import _to_arrow
+
+    cases = [(np.array([1, 2, 3], np.int64), pa.int32()), (np.array([0.5, 1.5]), pa.float32()),
+             (np.array([1, 2], np.uint8), pa.int64()), (np.array([True, False, True]), pa.bool_()),
+             (np.array([1.0, 2.0]), pa.int64())]
+    for values, t in cases:
+        assert _to_arrow(values, pa.field("x", t)).equals(pa.array(values, type=t))
+    with pytest.raises(pa.ArrowInvalid):
+        _to_arrow(np.array([1.5]), pa.field("x", pa.int32()))  # pa.array refuses to truncate

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import numpy as np
 
 from ..errors import FastcurateError, FormatError, InputError
-from ..io.arrays import bool_array, from_numpy, null_mask, repeat_string, string_array
+from ..io.arrays import bool_array, from_numpy, null_mask, numpy_dtype, repeat_string, string_array
 from ..io.atomic import atomic_write_json, deferred_fsync
 from ..io.columns import UID, Roles, resolve_roles
 from ..io.discover import ShardRef
@@ -248,9 +248,12 @@ def _to_arrow(values: Any, f: "pa.Field") -> "pa.Array":
         values = values.combine_chunks()
     if isinstance(values, pa.Array):
         return values if values.type == f.type else values.cast(f.type)
-    if (isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iuf"
-            and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))):
-        return from_numpy(values, f.type)  # pa.array would import pandas (io/arrays.py)
+    if isinstance(values, np.ndarray) and values.ndim == 1:  # pa.array would import pandas (io/arrays.py)
+        if values.dtype.kind == "b" and pa.types.is_boolean(f.type):
+            return bool_array(values)
+        if (values.dtype.kind in "iuf" and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+                and np.can_cast(values.dtype, numpy_dtype(f.type), "same_kind")):
+            return from_numpy(values, f.type)
     return pa.array(values, type=f.type)
 
 
