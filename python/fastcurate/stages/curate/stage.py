@@ -344,7 +344,7 @@ class CurateStage(Stage):
         atomic_write_bytes(ctx.out / "entry_counts_curated.npy", npy_bytes(after))
         save_metadata(self.entries, ctx.out / "metadata.json")
         plotting = None
-        if self.plot:  # drawn while the subset merges (both release the GIL for much of their work)
+        if self.plot:  # drawn on a thread while the subset merges (its reads and sorts release the GIL)
             from concurrent.futures import ThreadPoolExecutor
 
             from ...plots import plot_long_tail
