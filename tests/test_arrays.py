@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastcurate
-from fastcurate.io.arrays import bool_array, bool_to_numpy, from_numpy, null_mask, repeat_string, string_array
+from fastcurate.io.arrays import bool_array, from_numpy, null_mask, repeat_string, string_array
 
 
 @given(st.lists(st.booleans(), max_size=200), st.integers(0, 7))
@@ -99,10 +99,9 @@ def test_curate_run_does_not_import_pandas(tmp_path):
 
 @given(st.lists(st.one_of(st.none(), st.booleans()), max_size=100), st.integers(0, 9))
 @settings(max_examples=200, deadline=None)
-def test_null_mask_and_bool_to_numpy(values, skip):
+def test_null_mask(values, skip):
     arr = pa.array(values, pa.bool_()).slice(min(skip, len(values)))  # sliced: bitmaps at an offset
     assert null_mask(arr).tolist() == [v is None for v in arr.to_pylist()]
-    assert bool_to_numpy(arr).tolist() == [bool(v) for v in arr.to_pylist()]
     s = pa.array([None if v is None else str(v) for v in values], pa.string()).slice(min(skip, len(values)))
     assert null_mask(s).tolist() == [v is None for v in s.to_pylist()]
     assert null_mask(pa.nulls(3)).tolist() == [True] * 3

@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["from_numpy", "bool_array", "string_array", "repeat_string", "null_mask", "bool_to_numpy", "numpy_dtype"]
+__all__ = ["from_numpy", "bool_array", "string_array", "repeat_string", "null_mask", "numpy_dtype"]
 
 
 def bool_array(mask: Any) -> "pa.BooleanArray":
@@ -108,18 +108,3 @@ def null_mask(arr: "pa.Array") -> np.ndarray:
         return np.asarray(arr.is_null().to_pylist(), dtype=bool)
     return ~_bits(validity, arr.offset, n)
 
-
-def bool_to_numpy(arr: "pa.BooleanArray") -> np.ndarray:
-    """An Arrow BooleanArray as numpy bools, nulls as False (``to_numpy(zero_copy_only=False)``
-    without its pandas import)."""
-    import pyarrow as pa
-
-    if arr.type != pa.bool_():
-        raise TypeError(f"expected a bool array, got {arr.type}")
-    n = len(arr)
-    if n == 0 or arr.null_count == n:
-        return np.zeros(n, dtype=bool)
-    out = _bits(arr.buffers()[1], arr.offset, n)
-    if arr.null_count:
-        out &= ~null_mask(arr)
-    return out
