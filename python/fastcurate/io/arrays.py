@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["from_numpy", "bool_array", "string_array", "repeat_string", "null_mask", "numpy_dtype"]
+__all__ = ["from_numpy", "bool_array", "string_array", "repeat_string", "null_mask"]
 
 
 def bool_array(mask: Any) -> "pa.BooleanArray":
@@ -45,14 +45,14 @@ def from_numpy(values: np.ndarray, type: Optional["pa.DataType"] = None) -> "pa.
     if a.dtype.kind not in "iuf":
         raise TypeError(f"from_numpy takes numbers or bools, got {a.dtype}")
     if type is not None:
-        a = a.astype(numpy_dtype(type), casting="same_kind", copy=False)
+        a = a.astype(_numpy_dtype(type), casting="same_kind", copy=False)
     a = np.ascontiguousarray(a)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("="))
     return pa.Array.from_buffers(pa.from_numpy_dtype(a.dtype), len(a), [None, pa.py_buffer(a)])
 
 
-def numpy_dtype(t: "pa.DataType") -> np.dtype:
+def _numpy_dtype(t: "pa.DataType") -> np.dtype:
     """numpy's dtype for an Arrow integer or floating-point type (``DataType.to_pandas_dtype``
     would do, but may import pandas)."""
     import pyarrow as pa

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import numpy as np
 
 from ..errors import FastcurateError, FormatError, InputError
-from ..io.arrays import bool_array, from_numpy, null_mask, numpy_dtype, repeat_string, string_array
+from ..io.arrays import bool_array, from_numpy, null_mask, repeat_string, string_array
 from ..io.atomic import atomic_write_json, deferred_fsync
 from ..io.columns import UID, Roles, resolve_roles
 from ..io.discover import ShardRef
@@ -97,6 +97,7 @@ class Opened:
     raw: Iterator["pa.RecordBatch"]
     close: Callable[[], None] = lambda: None  # stops a read that will not be consumed
     with_uid: bool = True  # False: a scan that does not read the ids (Stage.scan_uses_uid)
+    columns: Optional[List[str]] = None  # the columns read (None: all of them)
 
 
 def open_for(phase: str, stage: Stage, shard: ShardRef, given: Mapping[str, Optional[str]], batch_size: int) -> Opened:
@@ -109,8 +110,9 @@ def open_for(phase: str, stage: Stage, shard: ShardRef, given: Mapping[str, Opti
     # no uid skips them where no row can lack one (generated ids, or a footer that proves it).
     with_uid = not (phase == "scan" and not stage.scan_uses_uid and role_list is not None
                     and (roles.id_source == "row" or reader.never_null(roles.columns["id"])))
-    gen = reader.batches(_read_columns(reader, roles, role_list, stage.extra_columns(), with_id=with_uid))
-    return Opened(reader, roles, gen, getattr(gen, "close", lambda: None), with_uid)
+    columns = _read_columns(reader, roles, role_list, stage.extra_columns(), with_id=with_uid)
+    gen = reader.batches(columns)
+    return Opened(reader, roles, gen, getattr(gen, "close", lambda: None), with_uid, columns)
 
 
 def _read_columns(reader: ShardReader, roles: Roles, role_list: Optional[Sequence[str]],
@@ -249,11 +251,10 @@ def _to_arrow(values: Any, f: "pa.Field") -> "pa.Array":
     if isinstance(values, pa.Array):
         return values if values.type == f.type else values.cast(f.type)
     if isinstance(values, np.ndarray) and values.ndim == 1:  # pa.array would import pandas (io/arrays.py)
-        if values.dtype.kind == "b" and pa.types.is_boolean(f.type):
-            return bool_array(values)
-        if (values.dtype.kind in "iuf" and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
-                and np.can_cast(values.dtype, numpy_dtype(f.type), "same_kind")):
+        try:
             return from_numpy(values, f.type)
+        except TypeError:  # not numbers or bools, or no same-kind cast to the field's type
+            pass
     return pa.array(values, type=f.type)
 
 
@@ -301,7 +302,7 @@ def _process(stage: Stage, ctx: Context, shard: ShardRef, op: Opened, bar: Any, 
     rows = 0
     kept = 0
     dropped: Dict[str, int] = {}
-    read = _read_columns(reader, roles, stage.process_roles(), stage.extra_columns())
+    read = op.columns
     nulls = {r: 0 for r in stage.needs if r in roles and (read is None or roles.columns[r] in read)}
     dschema = drop_schema()
     reasons = set(stage.reasons)
