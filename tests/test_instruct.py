@@ -197,6 +197,31 @@ def test_llm_stage_retries_parses_caches_and_records_failures(tmp_path):
         assert (tmp_path / "o2" / "triplets.parquet").read_bytes() == (tmp_path / "o" / "triplets.parquet").read_bytes()
 
 
+def test_serve_starts_no_server_when_every_answer_is_cached(tmp_path):
+    """--serve starts llama.cpp servers only for answers the cache lacks: a rerun whose answers
+    are all cached loads no model. The GGUF here is not a model, so a start would fail."""
+    _pool(tmp_path)
+    srcs = [tmp_path / "rows_a.parquet", tmp_path / "rows_b.parquet"]
+    cache = tmp_path / "cache.sqlite"
+    gguf = tmp_path / "fake-model.gguf"  # its stem is the model name the server would serve
+    gguf.write_bytes(b"not a GGUF file")
+    common = dict(backend="openai", pairs=tmp_path / "pairs.parquet", cache=str(cache), concurrency=2)
+    with FakeLLMServer(_answers()) as srv:
+        first = run_stage(InstructStage(model="fake-model", base_url=srv.base_url, **common), srcs,
+                          tmp_path / "o", progress=False)
+    again = run_stage(InstructStage(serve=str(gguf), **common), srcs, tmp_path / "o2", progress=False)
+    run2 = json.loads((tmp_path / "o2" / "llm_run.json").read_text())
+    assert run2["cache_hit_rate"] == 1.0 and run2["sent"] == 0
+    assert again["instruct"]["pairs"] == first["instruct"]["pairs"]
+    assert (tmp_path / "o2" / "triplets.parquet").read_bytes() == (tmp_path / "o" / "triplets.parquet").read_bytes()
+    # one pair more than the cache holds: now the server must start, and this file is no model
+    from fastcurate.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a GGUF"):
+        run_stage(InstructStage(serve=str(gguf), **{**common, "max_tokens": 100}), srcs, tmp_path / "o3",
+                  progress=False)
+
+
 def test_llm_stage_resumes_after_the_server_goes_away(tmp_path):
     """The server stops answering after 3 prompts: the run fails saying it can resume; the rerun
     sends only the prompts that were not answered (the answered ones are cache hits)."""

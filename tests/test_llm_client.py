@@ -177,6 +177,36 @@ def test_cache_rerun_sends_nothing_and_identical_prompts_go_once(tmp_path):
         c2.close()
 
 
+def test_lazy_base_url_is_called_on_the_first_miss_only(tmp_path):
+    """A base_url function (a server to start) is not called while every answer is cached, and is
+    called once, whatever the concurrency, when one is not; bad URLs from it are an InputError."""
+    with FakeLLMServer(lambda req, n: Reply(body=completion("ok " + prompt_of(req)))) as s:
+        calls = []
+
+        def connect():
+            calls.append(1)
+            return [s.base_url]
+
+        with client(connect, cache=tmp_path / "c.sqlite", concurrency=4) as c:
+            assert c.base_urls == []
+            c.chat([f"p{i}" for i in range(8)])
+            assert len(calls) == 1 and c.base_urls == [s.base_url] and len(s.requests) == 8
+        with client(lambda: calls.append(1) or [s.base_url], cache=tmp_path / "c.sqlite") as c:
+            res = c.chat([f"p{i}" for i in range(8)])  # all cached: the function is never called
+            assert len(calls) == 1 and all(r.cached for r in res) and c.base_urls == []
+
+        def broken():
+            raise RuntimeError("the server would not start")
+
+        with client(broken, cache=tmp_path / "c.sqlite") as c:
+            assert c.chat(["p0"])[0].cached
+            with pytest.raises(RuntimeError, match="would not start"):
+                c.chat(["new prompt"])
+        with client(lambda: "localhost:1", cache=tmp_path / "c.sqlite") as c:
+            with pytest.raises(InputError, match="base_url"):
+                c.chat(["another new prompt"])
+
+
 def test_request_key_is_canonical():
     m = [{"role": "user", "content": "x"}]
     assert request_key("m", m, {"temperature": 0, "seed": None}) == request_key("m", m, {"temperature": 0})

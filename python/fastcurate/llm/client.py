@@ -169,7 +169,9 @@ class LLMClient:
 
     Args:
         model: the model name the server serves (``/v1/models``).
-        base_url: the server's ``/v1`` URL, or a list of them (workers are spread over them).
+        base_url: the server's ``/v1`` URL, or a list of them (workers are spread over them), or a
+            function returning them, called once, when the first request is to be sent: a run
+            whose every answer is cached then never starts the server the function would start.
         api_key: the key; None reads the environment variable ``api_key_env`` and, for a local server
             that needs none, falls back to a dummy key.
         api_key_env: where to read the key from (default ``OPENAI_API_KEY``).
@@ -191,7 +193,7 @@ class LLMClient:
     def __init__(
         self,
         model: str,
-        base_url: Union[str, Sequence[str]],
+        base_url: Union[str, Sequence[str], Callable[[], Union[str, Sequence[str]]]],
         *,
         api_key: Optional[str] = None,
         api_key_env: str = "OPENAI_API_KEY",
@@ -217,9 +219,9 @@ class LLMClient:
         self._openai = openai
         if not model:
             raise InputError("model must name the served model (see GET /v1/models on the server)")
-        urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
-            raise InputError(f"base_url must be one or more http(s) URLs such as http://127.0.0.1:8000/v1, got {base_url!r}")
+        # a function: called on the first cache miss (see _connect); its URLs are checked then
+        self._connect_fn = base_url if callable(base_url) else None
+        urls = [] if self._connect_fn is not None else _check_urls(base_url)  # type: ignore[arg-type]
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         if timeout <= 0:
@@ -230,8 +232,9 @@ class LLMClient:
             raise InputError(f"structured must be one of {STRUCTURED_MODES}, got {structured!r}")
         if api_key is None:
             api_key = os.environ.get(api_key_env) or "sk-no-key-needed"
+        self._api_key = api_key
         self.model = model
-        self.base_urls = urls
+        self.base_urls: List[str] = urls  # empty until a base_url function has been called
         self.concurrency = int(concurrency)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
@@ -251,6 +254,7 @@ class LLMClient:
         self._rng_lock = threading.Lock()
         # the SDK's own retries are off: this class owns the retry policy and counts every attempt
         self._clients = [openai.OpenAI(base_url=u, api_key=api_key, max_retries=0, timeout=self.timeout) for u in urls]
+        self._connect_lock = threading.Lock()
         self.stats: Dict[str, int] = {}
         self._stats_lock = threading.Lock()
         self._reset_stats()
@@ -264,6 +268,16 @@ class LLMClient:
                       "answered": 0, "errors": 0, "resent_in_flight": 0}
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        """The HTTP clients, from the base_url function on first use (a started server's URLs)."""
+        with self._connect_lock:
+            if self._clients:
+                return
+            assert self._connect_fn is not None
+            self.base_urls = _check_urls(self._connect_fn())
+            self._clients = [self._openai.OpenAI(base_url=u, api_key=self._api_key, max_retries=0,
+                                                 timeout=self.timeout) for u in self.base_urls]
+
     def close(self) -> None:
         for c in self._clients:
             c.close()
@@ -373,6 +387,7 @@ class LLMClient:
              prompts: Sequence[str], system: Optional[str], schema: Optional[Mapping[str, Any]], schema_name: str,
              results: List[Optional[ChatResult]], progress: bool,
              on_result: Optional[Callable[[int, ChatResult], None]]) -> None:
+        self._connect()  # the first request of this client: a lazy base_url starts its server now
         stop = threading.Event()
         fatal: List[_Fatal] = []
         items = list(todo.items())
@@ -569,6 +584,13 @@ class LLMClient:
         served = getattr(resp, "model", None)
         return text, finish, ptok if isinstance(ptok, int) else None, ctok if isinstance(ctok, int) else None, \
             served if isinstance(served, str) else None
+
+
+def _check_urls(base_url: Union[str, Sequence[str]]) -> List[str]:
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
+        raise InputError(f"base_url must be one or more http(s) URLs such as http://127.0.0.1:8000/v1, got {base_url!r}")
+    return urls
 
 
 class _Garbage(Exception):

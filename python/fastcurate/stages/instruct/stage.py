@@ -25,7 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -350,19 +350,23 @@ class InstructStage(Stage):
             from ...llm import LlamaServer, LLMUnavailableError, smollm2_gguf
 
             gguf = smollm2_gguf() if self.serve == "smollm2" else Path(self.serve)
-            with LlamaServer(gguf, replicas=self.serve_replicas, n_ctx=2048) as srv:
-                try:
-                    return self._chat(ctx, prompts, srv.model, srv.base_urls)
-                except LLMUnavailableError as e:
-                    report = srv.exit_report()  # a server that died says why, not just "no answer"
-                    if report is None:
-                        raise
-                    raise LLMUnavailableError(f"{e}\n{report}") from e
+            srv = LlamaServer(gguf, replicas=self.serve_replicas, n_ctx=2048)
+            try:
+                # started by the client on its first cache miss: a rerun whose answers are all
+                # cached loads no model (seconds to minutes per replica)
+                return self._chat(ctx, prompts, srv.model, lambda: srv.start().base_urls)
+            except LLMUnavailableError as e:
+                report = srv.exit_report()  # a server that died says why, not just "no answer"
+                if report is None:
+                    raise
+                raise LLMUnavailableError(f"{e}\n{report}") from e
+            finally:
+                srv.stop()
         assert self.model is not None and self.base_url is not None
         return self._chat(ctx, prompts, self.model, self.base_url)
 
     def _chat(self, ctx: Context, prompts: List[str], model: str,
-              base_url: Union[str, List[str]]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+              base_url: Union[str, List[str], Callable[[], List[str]]]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         from ...llm import LLMClient
 
         cache = Path(self.cache) if self.cache else ctx.out / "llm_cache.sqlite"
