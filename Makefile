@@ -66,7 +66,7 @@ demo: setup $(BUNDLE)/manifest.json
 	$(VENV)/bin/fastcurate report out/demo
 	@echo "open out/demo/report.html in a browser (no server needed)"
 
-test: setup-test test-python test-cpp stubs
+test: setup-test test-python test-cpp stubs typecheck
 
 test-python:
 	$(PY) -m pytest -q
@@ -81,6 +81,10 @@ test-cpp:
 # The stubs in python/fastcurate/_core.pyi must match the compiled module.
 stubs:
 	cd /tmp && $(abspath $(PY)) -m mypy.stubtest fastcurate._core --allowlist $(abspath tests/stubtest_allowlist.txt)
+
+# The package type-checks clean (config: [tool.mypy] in pyproject.toml): it ships py.typed.
+typecheck:
+	$(PY) -m mypy python/fastcurate
 
 bench: setup-test
 	$(PIP) install -q ".[bench]"

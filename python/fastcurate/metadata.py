@@ -39,6 +39,7 @@ from .io.atomic import atomic_write_bytes
 __all__ = [
     "build_metadata",
     "load_metadata",
+    "entries_of",
     "save_metadata",
     "load_wordnet_entries",
     "wordnet_entries",
@@ -354,6 +355,14 @@ def save_metadata(entries: Sequence[str], path: PathLike) -> Path:
     return p
 
 
+def entries_of(metadata: Union[None, PathLike, Sequence[str]]) -> List[str]:
+    """The entries a stage's ``metadata`` argument names: None, the shipped default; a path (str or
+    ``os.PathLike``), :func:`load_metadata` of it; any other sequence, its items as strings."""
+    if metadata is None or isinstance(metadata, (str, os.PathLike)):
+        return load_metadata(metadata)
+    return [str(e) for e in metadata]
+
+
 def load_metadata(path: Optional[PathLike] = None) -> List[str]:
     """Read metadata: ``None`` -> the shipped WordNet 3.0 default; ``.json`` (a JSON array of
     strings, MetaCLIP's format) or plain text (one entry per line; empty lines kept as entries would
@@ -375,9 +384,9 @@ def load_metadata(path: Optional[PathLike] = None) -> List[str]:
             raise FormatError(f"{p}: not valid JSON ({e}); metadata.json must be a JSON array of strings") from None
         if not isinstance(entries, list):
             raise FormatError(f"{p}: metadata.json must be a JSON array of strings, got {type(entries).__name__}")
-        for i, e in enumerate(entries):
-            if not isinstance(e, str):
-                raise FormatError(f"{p}: entry {i} is {type(e).__name__}, not a string")
+        for i, x in enumerate(entries):
+            if not isinstance(x, str):
+                raise FormatError(f"{p}: entry {i} is {type(x).__name__}, not a string")
         return entries
     if text.endswith("\n"):
         text = text[:-1]

@@ -101,7 +101,7 @@ def plot_tsne(xy: np.ndarray, labels: np.ndarray, path: Union[str, "os.PathLike[
 def _cluster_colours(labels: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps
 
-    tab = colormaps["tab20"].colors
+    tab = colormaps["tab20"].colors  # type: ignore[attr-defined]  # a ListedColormap
     return np.asarray([tab[int(c) % len(tab)] for c in labels])
 
 
@@ -125,9 +125,9 @@ def plot_tsne_thumbnails(xy: np.ndarray, images: list, path: Union[str, "os.Path
         if src is None or drawn >= max_images:
             continue
         try:
-            im = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src)
-            im.draft("RGB", (thumb, thumb))
-            im = im.convert("RGB")
+            opened = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src)
+            opened.draft("RGB", (thumb, thumb))
+            im = opened.convert("RGB")
             im.thumbnail((thumb, thumb))
         except Exception:  # an undecodable image is simply not drawn
             continue

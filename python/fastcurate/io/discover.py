@@ -15,7 +15,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Set, Union
 
 from ..errors import InputError
 
@@ -96,7 +96,7 @@ def discover_shards(inputs: Union[PathLike, Sequence[PathLike]], exclude: Iterab
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     excl = [Path(e).resolve() for e in exclude]
-    found = set()
+    found: Set[Path] = set()
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)

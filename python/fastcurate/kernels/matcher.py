@@ -207,7 +207,7 @@ class Matcher:
 
     def save(self, path: PathLike) -> None:
         """Writes the built matcher to ``path`` atomically (a temporary file, then a rename)."""
-        atomic_write_bytes(path, memoryview(self._m.to_bytes()))
+        atomic_write_bytes(path, self._m.to_bytes().data)
 
     @classmethod
     def load(cls, path: PathLike) -> "Matcher":

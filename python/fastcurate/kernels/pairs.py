@@ -60,7 +60,7 @@ class PairScores:
         return len(self.query)
 
     def take(self, idx: np.ndarray) -> "PairScores":
-        return PairScores(*(getattr(self, f)[idx] for f in ("query", "target", "group", "priority", *SCORE_NAMES)),
+        return PairScores(**{f: getattr(self, f)[idx] for f in ("query", "target", "group", "priority", *SCORE_NAMES)},
                           possible=self.possible)
 
 
@@ -332,6 +332,6 @@ def mine_pairs_reference(group_starts: np.ndarray, uid_hash: np.ndarray, *, seed
     cat = {k: (np.concatenate(v) if v else np.zeros(0, np.uint64 if k == "priority" else
                                                      np.int64 if k in ("query", "target", "group") else np.float32))
            for k, v in out.items()}
-    for k in SCORE_NAMES:
-        cat[k] = cat[k].astype(np.float32)
+    for name in SCORE_NAMES:
+        cat[name] = cat[name].astype(np.float32)
     return PairScores(**cat, possible=possible)

@@ -116,7 +116,7 @@ class Bundle:
                 raise ModelError(f"bundle {self.root}: {name} is corrupted (sha256 {got[:12]} != {digest[:12]})")
 
 
-def load_bundle(path: Union[str, Path], verify: bool = False) -> Bundle:
+def load_bundle(path: Union[str, "os.PathLike[str]"], verify: bool = False) -> Bundle:
     """Read and check ``manifest.json`` (and ``preprocess.json``); ``verify`` also checks SHA-256s."""
     root = Path(path).resolve()
     mf = root / "manifest.json"

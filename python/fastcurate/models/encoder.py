@@ -100,8 +100,8 @@ def _iter_sources(images: Any) -> Tuple[Iterator[Any], Optional[int]]:
         return gen(), n
     if isinstance(images, (str, bytes, os.PathLike)):
         raise InputTypeError("images must be a sequence of images; wrap a single path or bytes in a list")
-    n = len(images) if hasattr(images, "__len__") else None
-    return iter(images), n
+    size = len(images) if hasattr(images, "__len__") else None
+    return iter(images), size
 
 
 class _Base:
@@ -211,7 +211,7 @@ class _ImagePipeline(_Base):
                 u8 = np.stack([r[0] for r in results if r[0] is not None])
                 e, logits = self._run_pixels(self.preprocessor.normalize(u8), want_logits=top_k > 0)
                 emb[ok] = e
-                if top_k and logits is not None:
+                if ids is not None and scores is not None and logits is not None:
                     ids[ok], scores[ok] = top_k_softmax(logits, top_k)
             yield ImageBatch(b_start, emb, ok, [r[1] for r in results], top_ids=ids, top_scores=scores)
 

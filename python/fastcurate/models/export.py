@@ -43,7 +43,7 @@ _SAMPLE_CAPTIONS = [
 ]
 
 
-def _torch():
+def _torch() -> Any:
     try:
         import torch
     except ImportError:
@@ -82,7 +82,7 @@ def _onnx_export(module, args: Tuple, path: Path, input_names: List[str], output
 def _make_wrappers(model: Any, text_variable_length: bool):
     """(image_module, text_module, kind, variable_length_used) for an open_clip or HF CLIP model."""
     torch = _torch()
-    nn = torch.nn
+    nn: Any = torch.nn  # a module object known only at run time: mypy takes its classes as Any
 
     if hasattr(model, "vision_model") and hasattr(model, "visual_projection"):  # HF CLIPModel
         class HFImage(nn.Module):
@@ -296,11 +296,10 @@ def _preprocess_spec(model: Any, kind: str, hf_dir: Optional[Path]) -> Preproces
     from open_clip import get_model_preprocess_cfg
 
     pc = dict(get_model_preprocess_cfg(model))
-    size = pc.get("size", 224)
-    if isinstance(size, int):
-        size = (size, size)
+    s = pc.get("size", 224)
+    hw: Tuple[int, int] = (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
     return PreprocessSpec(
-        size=tuple(size), resize_mode=pc.get("resize_mode", "shortest"),
+        size=hw, resize_mode=pc.get("resize_mode", "shortest"),
         interpolation=pc.get("interpolation", "bicubic"),
         mean=tuple(pc.get("mean", OPENAI_MEAN)), std=tuple(pc.get("std", OPENAI_STD)),
     )
@@ -375,7 +374,7 @@ def export_clip(
     if kind == "hf":
         ctx = int(m.config.text_config.max_position_embeddings)
     else:
-        ctx = int(getattr(m, "context_length", None) or getattr(getattr(m, "text", None), "context_length", 77))
+        ctx = int(getattr(m, "context_length", None) or getattr(getattr(m, "text", None), "context_length", None) or 77)
 
     with atomic_bundle_dir(out_dir, overwrite=overwrite) as tmp:
         tok_path = build_clip_tokenizer_json(_clip_tokenizer_source(kind, hf_dir), tmp / "tokenizer.json")
@@ -527,7 +526,9 @@ def export_text_model(
         raise InputError(f"{model_dir} has no tokenizer.json")
     m = AutoModel.from_pretrained(str(model_dir)).eval().float()
 
-    class Wrap(torch.nn.Module):
+    module: Any = torch.nn.Module
+
+    class Wrap(module):
         def __init__(self, m):
             super().__init__()
             self.m = m

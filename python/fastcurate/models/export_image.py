@@ -152,8 +152,9 @@ def _split_classifier(model: Any, classifier: str) -> Tuple[Any, Any, str]:
 
 def _make_wrapper(body: Any, fc: Any) -> Any:
     torch = _torch()
+    module: Any = torch.nn.Module
 
-    class FeaturesAndLogits(torch.nn.Module):
+    class FeaturesAndLogits(module):
         """pixel_values -> (pooled features before the classifier, logits)."""
 
         def __init__(self, body, fc):
@@ -180,7 +181,7 @@ def _sample_pixels(spec: PreprocessSpec, sample_images: Sequence[ImageSource]) -
     for k in range(6):
         g = 4 + 4 * k
         small = (rng.random((g, g, 3)) * 255).astype(np.uint8)
-        img = Image.fromarray(small).resize((w, h), Image.BILINEAR)
+        img = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
         out.append(pre.normalize(np.asarray(img)[None])[0])
     for _ in range(2):
         out.append(rng.standard_normal((3, h, w)).astype(np.float32))

@@ -234,9 +234,9 @@ class Preprocessor:
         self.exif_transpose = bool(exif_transpose)
         self.max_pixels = int(max_pixels)
         self._resample = {
-            "bicubic": Image.BICUBIC,
-            "bilinear": Image.BILINEAR,
-            "nearest": Image.NEAREST,
+            "bicubic": Image.Resampling.BICUBIC,
+            "bilinear": Image.Resampling.BILINEAR,
+            "nearest": Image.Resampling.NEAREST,
         }[spec.interpolation]
         self._mean = np.asarray(spec.mean, dtype=np.float32)
         self._std = np.asarray(spec.std, dtype=np.float32)

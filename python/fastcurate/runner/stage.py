@@ -185,23 +185,25 @@ class Stage:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     reasons: ClassVar[Mapping[str, str]] = {}
-    needs: ClassVar[Tuple[str, ...]] = ()
-    wants: ClassVar[Tuple[str, ...]] = ()
+    needs: Tuple[str, ...] = ()
+    wants: Tuple[str, ...] = ()
     # import name -> the pip command that installs it (checked when the stage is built)
     requires: ClassVar[Mapping[str, str]] = {}
-    scans: ClassVar[bool] = False
+    scans: bool = False
     # False: scan() never reads ``Batch.uid``. Where a shard's own metadata proves that its id column
     # holds no null (Parquet statistics), the global pass then does not read the id column at all
     # (for DataComp's 32-byte uids, about a third of what curate's scan would decode otherwise).
     scan_uses_uid: ClassVar[bool] = True
     # rows per batch when the user gives none: stages that carry image bytes use fewer
-    batch_size: ClassVar[int] = 65536
+    batch_size: int = 65536
     # What the stage reads from earlier stages and adds for later ones, for the pipeline's order
     # check (docs/pipeline.md). Each item is a column name, or a file name (it has a suffix, like
     # ``clusters.parquet``) that must be in the stage's input directory; ``"a|b"`` means either.
-    # An instance may narrow them in ``__init__`` (e.g. a text-only embedding produces text_emb).
-    consumes: ClassVar[Tuple[str, ...]] = ()
-    produces: ClassVar[Tuple[str, ...]] = ()
+    # An instance may narrow them in ``__init__`` (e.g. a text-only embedding produces text_emb),
+    # as it may its needs, wants, scans and batch size: these are instance attributes with class
+    # defaults, not ClassVars.
+    consumes: Tuple[str, ...] = ()
+    produces: Tuple[str, ...] = ()
 
     def check_requires(self) -> None:
         """Raise :class:`MissingDependencyError` with the install command for a missing module."""

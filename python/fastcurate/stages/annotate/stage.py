@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def _top_k(rows: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray, k: int) -
 def _load_list(v: Union[None, PathLike, Sequence[str]], what: str) -> Optional[List[str]]:
     if v is None:
         return None
-    if isinstance(v, (list, tuple)):
+    if not isinstance(v, (str, os.PathLike)):  # a list (any sequence) of labels
         out = [str(x).strip() for x in v if str(x).strip()]
     else:
         p = Path(v)
@@ -144,7 +144,7 @@ class AnnotateStage(Stage):
     name = "annotate"
     version = 1
     produces = ("labels",)
-    reasons: Dict[str, str] = {}
+    reasons: ClassVar[Mapping[str, str]] = {}
     batch_size = 4096
 
     def __init__(
@@ -164,7 +164,7 @@ class AnnotateStage(Stage):
         device: str = "auto",
         model_batch_size: int = 32,
     ):
-        from ...metadata import load_metadata
+        from ...metadata import entries_of
 
         for name, v in (("text_labels", text_labels), ("image_labels", image_labels), ("clip_labels", clip_labels)):
             if int(v) < 0:
@@ -182,8 +182,7 @@ class AnnotateStage(Stage):
         self.case_sensitive = bool(case_sensitive)
         self.entries: List[str] = []
         if self.text_labels:
-            self.entries = ([str(e) for e in metadata] if isinstance(metadata, (list, tuple))
-                            else load_metadata(metadata))
+            self.entries = entries_of(metadata)
             if not self.entries:
                 raise InputError("the metadata holds no entries")
         self.image_bundle = None if image_bundle is None else Path(image_bundle).resolve()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from .._rowstore import lookup_strings
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ...kernels.kmeans import Metric
 
 __all__ = ["ClusterStage"]
 
@@ -78,8 +80,9 @@ class ClusterStage(Stage):
             raise InputError(f"train_size ({train_size}) must be at least k ({k})")
         if init not in ("k-means++", "random"):
             raise InputError(f"init must be 'k-means++' or 'random', got {init!r}")
-        self.init = init
-        self.k, self.space, self.metric, self.seed = int(k), space, metric, int(seed)
+        self.init = cast('Literal["random", "k-means++"]', init)  # checked above
+        self.metric = cast("Metric", metric)
+        self.k, self.space, self.seed = int(k), space, int(seed)
         self.train_size = None if train_size is None else int(train_size)
         self.niter, self.samples = int(niter), int(samples)
         self.silhouette_exact_max, self.tsne_rows = int(silhouette_exact_max), int(tsne_rows)
@@ -144,6 +147,7 @@ class ClusterStage(Stage):
         for (si, _), ranks in zip(pieces, ranker.ranks()):
             atomic_write_npy(shards[si].work / "rank.npy", ranks.astype(np.int32))
         ext = extremes.result()
+        assert km.centroids_ is not None  # fitted
         atomic_write_npy(ctx.work / "centroids.npy", km.centroids_)
         np.savez(ctx.work / "extremes.npz", closest=ext.closest, closest_key=ext.closest_key, furthest=ext.furthest,
                  furthest_key=ext.furthest_key, sizes=ext.sizes)
@@ -179,7 +183,9 @@ class ClusterStage(Stage):
         if m < 4:
             return 0
         glob = _hash_order(shards, usable, m, self.seed ^ 0x7453)
-        x = np.concatenate([np.asarray(shards[si].emb[r:r + 1], dtype=np.float32) for si, r in glob]) if glob else None
+        if not glob:
+            return 0
+        x = np.concatenate([np.asarray(shards[si].emb[r:r + 1], dtype=np.float32) for si, r in glob])
         perplexity = min(30.0, (m - 1) / 3.0)
         y = tsne(x, seed=self.seed, perplexity=perplexity, threads=ctx.threads)
         si_arr = np.array([si for si, _ in glob], np.int64)
@@ -239,11 +245,11 @@ def _hash_order(shards: list, usable: list, m: int, seed: int) -> List[Tuple[int
     if not keys:
         return []
     h = np.concatenate([k[0] for k in keys])
-    si = np.concatenate([k[1] for k in keys])
-    r = np.concatenate([k[2] for k in keys])
+    shard_of = np.concatenate([k[1] for k in keys])
+    row_of = np.concatenate([k[2] for k in keys])
     take = np.argpartition(h, m - 1)[:m] if m < len(h) else np.arange(len(h))
-    take = take[np.lexsort((r[take], si[take], h[take]))]  # hash order (ties: identical uids, by position)
-    return list(zip(si[take].tolist(), r[take].tolist()))
+    take = take[np.lexsort((row_of[take], shard_of[take], h[take]))]  # hash order (ties: identical uids, by position)
+    return list(zip(shard_of[take].tolist(), row_of[take].tolist()))
 
 
 def _hash_sample(shards: list, usable: list, m: int, seed: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...kernels.balance import (balance, count_entries, entry_probs, expected_size, hash_keys, p_to_t,
                                 string_buffers, t_for_target_size, t_to_p)
-from ...metadata import load_metadata, save_metadata
+from ...metadata import entries_of, save_metadata
 from ...runner.stage import Batch, Context, Estimate, Result, Stage
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ _CODE_NAMES = ("", "null_text", "no_match", "not_sampled")
 
 
 def _load_csr(d: Path, mmap: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-    mode = "r" if mmap else None
+    mode: Optional[Literal["r"]] = "r" if mmap else None
     return np.load(d / "offsets.npy", mmap_mode=mode), np.load(d / "ids.npy", mmap_mode=mode)
 
 
@@ -135,12 +135,9 @@ class CurateStage(Stage):
         self.target_size = None if target_size is None else float(target_size)
         self.seed = int(seed)
         self.plot = plot
-        if isinstance(metadata, (list, tuple)):
-            self.entries = [str(e) for e in metadata]
-            self.metadata_name = "<list>"
-        else:
-            self.entries = load_metadata(metadata)
-            self.metadata_name = "default (WordNet 3.0)" if metadata is None else str(metadata)
+        self.entries = entries_of(metadata)
+        self.metadata_name = ("default (WordNet 3.0)" if metadata is None else
+                              str(metadata) if isinstance(metadata, (str, os.PathLike)) else "<list>")
         if not self.entries:
             raise InputError(f"metadata {self.metadata_name} holds no entries")
         self.meta_sha = hashlib.sha256(json.dumps(self.entries, ensure_ascii=False).encode("utf-8")).hexdigest()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -77,10 +77,10 @@ class EmbedStage(Stage):
 
     name = "embed"
     version = 2
-    needs = ("image",)
-    wants = ("text",)
+    needs: Tuple[str, ...] = ("image",)
+    wants: Tuple[str, ...] = ("text",)
     batch_size = 1024  # rows (with their image bytes) per batch: bounds memory
-    produces = ("image_emb", "text_emb", "clip_score")
+    produces: Tuple[str, ...] = ("image_emb", "text_emb", "clip_score")
     reasons = {
         "no_image": "the row has no image (null image column, or a tar sample without an image member)",
         "empty_image": "the image is 0 bytes",

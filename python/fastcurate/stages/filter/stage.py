@@ -79,8 +79,8 @@ class FilterStage(Stage):
 
     name = "filter"
     version = 1
-    needs = ("text",)
-    wants = ("image", "width", "height")
+    needs: Tuple[str, ...] = ("text",)
+    wants: Tuple[str, ...] = ("image", "width", "height")
     batch_size = 65536
     reasons = {
         "null_text": "the caption is null",

@@ -33,7 +33,7 @@ each step.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -95,7 +95,7 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **cast(Dict[str, Any], arrays))  # (numpy's stub matches ** against allow_pickle)
     return buf.getvalue()
 
 

@@ -109,7 +109,7 @@ class InstructStage(Stage):
     name = "instruct"
     version = 2
     scans = True
-    wants = ("text",)
+    wants: Tuple[str, ...] = ("text",)
     batch_size = 16384
     consumes = (PAIRS_FILE,)
     produces = ("instruction_count", TRIPLETS_FILE)

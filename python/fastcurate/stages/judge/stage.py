@@ -26,7 +26,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Literal, Mapping, Optional,
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 import numpy as np
@@ -111,8 +111,8 @@ class JudgeStage(Stage):
     version = 2  # 2: the narrow-topic rule fires on outliers of the run by default
     scans = True
     batch_size = 65536
-    consumes: ClassVar[Tuple[str, ...]] = (CLUSTER_COLUMN, CLUSTERS_FILE)
-    produces: ClassVar[Tuple[str, ...]] = (JUDGMENTS_FILE,)
+    consumes: Tuple[str, ...] = (CLUSTER_COLUMN, CLUSTERS_FILE)
+    produces = (JUDGMENTS_FILE,)
     reasons = {
         "low_value_cluster": "its cluster was judged Low Value (detail: the cluster and the judge's reason)",
         "unjudged_cluster": "--drop-unjudged: its cluster has no verdict (the answer was unparsed, or there was no "
@@ -205,7 +205,7 @@ class JudgeStage(Stage):
         if clusters_file is not None:
             # a given clusters table need not sit in the input directory: only the column is consumed
             # (an instance narrowing its class's declaration, as runner/stage.py allows)
-            self.consumes = (CLUSTER_COLUMN,)  # type: ignore[misc]
+            self.consumes = (CLUSTER_COLUMN,)
         self._judgments: Optional[Dict[str, Any]] = None
         self._row_counts: Dict[int, np.ndarray] = {}
 

@@ -5,7 +5,7 @@ feed content labels (``annotate``), or to count entries without balancing."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from ...errors import InputError
 from ...io.atomic import atomic_write_npy
 from ...io.columns import Roles
 from ...kernels.balance import count_entries
-from ...metadata import load_metadata, save_metadata
+from ...metadata import entries_of, save_metadata
 from ...runner.stage import Batch, Context, Result, Stage
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class MatchStage(Stage):
     version = 1
     needs = ("text",)
     produces = ("entry_ids", "entry_counts.npy", "metadata.json")
-    reasons: Dict[str, str] = {}
+    reasons: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, metadata: Optional[Union[PathLike, Sequence[str]]] = None, *, mode: str = "metaclip",
                  case_sensitive: bool = True):
@@ -44,7 +44,7 @@ class MatchStage(Stage):
         """
         if mode not in ("metaclip", "substring"):
             raise InputError(f"mode must be 'metaclip' or 'substring', got {mode!r}")
-        self.entries = [str(e) for e in metadata] if isinstance(metadata, (list, tuple)) else load_metadata(metadata)
+        self.entries = entries_of(metadata)
         if not self.entries:
             raise InputError("the metadata holds no entries")
         self.mode = mode

@@ -29,7 +29,7 @@ So ``rows_in == rows_kept + sum(rows_dropped)`` counts images; the pair counts o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **cast(Dict[str, Any], arrays))  # (numpy's stub matches ** against allow_pickle)
     return buf.getvalue()
 
 
@@ -116,7 +116,7 @@ class PairsStage(Stage):
     version = 2
     scans = True
     batch_size = 8192
-    consumes = ("group", "image_emb|text_emb")
+    consumes: Tuple[str, ...] = ("group", "image_emb|text_emb")
     produces = ("pair_count", PAIRS_FILE)
     reasons = {
         "no_group": "the row has no group (its group column is null)",
@@ -275,9 +275,9 @@ class PairsStage(Stage):
 
         from ...kernels.pairs import group_rows, mine_pairs
 
-        good = [(s, m) for s, m in zip(ctx.inputs, summaries) if m is not None]
+        good = [(s, meta) for s, meta in zip(ctx.inputs, summaries) if meta is not None]
         loaded = [np.load(ctx.shard_work(s) / "pairs_rows.npz") for s, _ in good]
-        sizes = [int(m["rows"]) for _, m in good]
+        sizes = [int(meta["rows"]) for _, meta in good]
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         n = int(starts[-1])
 
@@ -291,7 +291,7 @@ class PairsStage(Stage):
         vec: Dict[str, Optional[np.ndarray]] = {}
         vok: Dict[str, np.ndarray] = {}
         for kind in ("image", "text"):
-            dims = {m[f"{kind}_dim"] for _, m in good if m[f"{kind}_dim"] is not None}
+            dims = {meta[f"{kind}_dim"] for _, meta in good if meta[f"{kind}_dim"] is not None}
             if len(dims) > 1:
                 raise InputError(f"{kind}_emb has different sizes {sorted(dims)} in different shards; embed them with "
                                  f"one model")
@@ -351,8 +351,8 @@ class PairsStage(Stage):
             usable = np.flatnonzero(code == 0)
             order, gstarts = group_rows(group_hash[usable], uid_hash[usable])
         rows = usable[order]  # sorted position -> global row
-        m = np.diff(gstarts)
-        gsize = np.repeat(m, m)
+        gsz = np.diff(gstarts)  # rows per group
+        gsize = np.repeat(gsz, gsz)
         code[rows[gsize < 2]] = _C["singleton"]
 
         lab = None
@@ -400,12 +400,12 @@ class PairsStage(Stage):
         detail = np.full(n, None, dtype=object)
         for r in dup_rows.tolist():
             detail[r] = "another row of its group has this uid and was kept (the lower hash of the vector bytes)"
-        n_pairs_group = m * (m - 1) // 2
+        n_pairs_group = gsz * (gsz - 1) // 2
         k_group = np.minimum(n_pairs_group, self.max_pairs_per_group) if self.max_pairs_per_group > 0 else n_pairs_group
-        gidx = np.repeat(np.arange(len(m)), m)
+        gidx = np.repeat(np.arange(len(gsz)), gsz)
         for p in np.flatnonzero(capped):
             g = gidx[p]
-            detail[rows[p]] = f"{int(m[g])} rows in its group: {int(k_group[g])} of {int(n_pairs_group[g])} pairs chosen"
+            detail[rows[p]] = f"{int(gsz[g])} rows in its group: {int(k_group[g])} of {int(n_pairs_group[g])} pairs chosen"
         for p in np.flatnonzero(noband):
             detail[rows[p]] = (f"{int(c_cand[p])} candidate pairs: {int(c_sim[p])} near duplicates (> {self.max_relevance:g}), "
                                f"{int(c_unrel[p])} unrelated (< {lo_band:.4g}), {int(c_cand[p] - c_sim[p] - c_unrel[p])} "
@@ -433,7 +433,7 @@ class PairsStage(Stage):
         return {
             "relevance": rel_kind, "band": {"min": float(lo_band), "max": self.max_relevance, "min_from": calib},
             "cross_scores": bool(cross), "labels": bool(has_labels),
-            "groups": int((m >= 2).sum()), "rows_paired": int(len(rows)), "duplicate_uids": int(len(dup_rows)),
+            "groups": int((gsz >= 2).sum()), "rows_paired": int(len(rows)), "duplicate_uids": int(len(dup_rows)),
             "pairs": {"possible": int(P.possible), "capped": int(P.possible - len(P)), "candidates": int(len(P)),
                       "unscored": int(unscored.sum()), "near_duplicates": int(similar.sum()),
                       "unrelated": int(unrelated.sum()), "in_band": int(in_band.sum()),

@@ -19,7 +19,7 @@ shards, when there, lets the kernel skip tiles; it computes its own angles, so t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from ..cluster.stage import _hash_sample, _usable_view
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ...kernels.semdedup import CompareTo, Keep
 
 __all__ = ["SemDedupStage"]
 
@@ -87,7 +89,9 @@ class SemDedupStage(Stage):
             raise InputError(f"clusters must be one of {CLUSTER_SOURCES}, got {clusters!r}")
         self.clusters = clusters
         space_columns(space)
-        self.eps, self.k, self.keep, self.compare_to = float(eps), int(k), keep, compare_to
+        self.eps, self.k = float(eps), int(k)
+        self.keep = cast("Keep", keep)  # checked above
+        self.compare_to = cast("CompareTo", compare_to)
         self.space, self.seed, self.niter = space, int(seed), int(niter)
         self.train_size = None if train_size is None else int(train_size)
         self.eps_report = sorted({float(e) for e in eps_report} | {self.eps})
@@ -153,7 +157,7 @@ class SemDedupStage(Stage):
             a = km.assign(views)
             labels, cos, centroids, k = a.labels, a.cos, km.centroids_, self.k
         # the global row (over all valid rows, shard after shard) of each usable row
-        glob = np.concatenate([starts[i] + u for i, u in enumerate(usable)]) if usable else np.zeros(0, np.int64)
+        rows = np.concatenate([starts[i] + u for i, u in enumerate(usable)]) if usable else np.zeros(0, np.int64)
         tiebreak = np.concatenate([s.uid_hash[u] for s, u in zip(shards, usable)]) if usable else None
         r = semdedup(views, labels, cos, eps=self.eps_report, keep=self.keep, compare_to=self.compare_to,
                      centroids=centroids, seed=self.seed, threads=ctx.threads, tiebreak=tiebreak)
@@ -162,10 +166,10 @@ class SemDedupStage(Stage):
             atomic_write_npy(ctx.work / "centroids.npy", centroids)
         twin, sim = r.twins(self.eps)
         drop = twin >= 0
-        twin_uid = lookup_strings(ctx, [s.shard for s in shards], starts, glob[twin[drop]])
+        twin_uid = lookup_strings(ctx, [s.shard for s in shards], starts, rows[twin[drop]])
         detail = np.full(n_ok, None, dtype=object)
-        for i, u, c in zip(np.flatnonzero(drop).tolist(), twin_uid, sim[drop].tolist()):
-            detail[i] = f"{u} cos={c:.4f}"
+        for i, tu, c in zip(np.flatnonzero(drop).tolist(), twin_uid, sim[drop].tolist()):
+            detail[i] = f"{tu} cos={c:.4f}"
         pos = 0
         for s, u in zip(shards, usable):
             code = s.code.copy()
