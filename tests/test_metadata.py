@@ -159,3 +159,21 @@ def test_load_errors(tmp_path):
         load_metadata(tmp_path / "z.json")
     with pytest.raises(InputError, match="line break"):
         save_metadata(["a\nb"], tmp_path / "m.txt")
+
+
+def test_entries_of_takes_a_path_or_any_sequence(tmp_path):
+    """A stage's metadata argument: None (the shipped default), a str or PathLike path, or any
+    sequence of entries (a list, a tuple, a numpy array of strings), whose items become str."""
+    import numpy as np
+
+    from fastcurate.metadata import entries_of
+    from fastcurate.stages.curate.stage import CurateStage
+
+    p = tmp_path / "m.json"
+    save_metadata(["red dress", "hat"], p)
+    assert entries_of(p) == entries_of(str(p)) == ["red dress", "hat"]
+    assert entries_of(("red dress", "hat")) == entries_of(np.array(["red dress", "hat"])) == ["red dress", "hat"]
+    assert entries_of(None) == load_metadata()
+    assert CurateStage(metadata=np.array(["red dress", "hat"])).entries == ["red dress", "hat"]
+    assert CurateStage(metadata=p).metadata_name == str(p)
+    assert CurateStage(metadata=["hat"]).metadata_name == "<list>"
