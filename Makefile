@@ -66,7 +66,7 @@ demo: setup $(BUNDLE)/manifest.json
 	$(VENV)/bin/fastcurate report out/demo
 	@echo "open out/demo/report.html in a browser (no server needed)"
 
-test: setup-test test-python test-cpp stubs typecheck
+test: setup-test test-python test-cpp stubs lint
 
 test-python:
 	$(PY) -m pytest -q
@@ -82,9 +82,11 @@ test-cpp:
 stubs:
 	cd /tmp && $(abspath $(PY)) -m mypy.stubtest fastcurate._core --allowlist $(abspath tests/stubtest_allowlist.txt)
 
-# The package type-checks clean (config: [tool.mypy] in pyproject.toml): it ships py.typed.
-typecheck:
+# The package type-checks clean (it ships py.typed) and pyflakes-clean ([tool.mypy], [tool.ruff] in
+# pyproject.toml).
+lint:
 	$(PY) -m mypy python/fastcurate
+	$(PY) -m ruff check python/fastcurate tests benchmarks scripts
 
 bench: setup-test
 	$(PIP) install -q ".[bench]"

@@ -622,7 +622,7 @@ def bench_semdedup_reuse(args: argparse.Namespace) -> None:
     bare.mkdir()
     for f in (work / "cluster").glob("part-*.parquet"):
         os.link(f, bare / f.name)
-    nocent = run("input", bare, work / "sd_nocent")
+    run("input", bare, work / "sd_nocent")  # its drops are compared below
 
     def drops(out: Path) -> Dict[str, str]:
         t = pa.concat_tables([pq.read_table(f) for f in sorted((out / "drops").glob("*.parquet"))])

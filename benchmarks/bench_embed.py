@@ -82,7 +82,7 @@ def main() -> int:
     import torch
     from fastcurate.models.torch_compat import import_open_clip
     open_clip = import_open_clip()
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from fastcurate.models import ClipEncoder, ClipTokenizer, Preprocessor, export_clip, load_bundle
 
@@ -96,7 +96,6 @@ def main() -> int:
     reps = 1 if quick else 3
     n_model_img = 64 if quick else 128
     n_model_txt = 128 if quick else 256
-    n_e2e_txt = 128 if quick else 512
     load0 = os.getloadavg()
     print(f"# bench_embed  threads={a.threads} quick={quick} loadavg(before)={load0}")
 

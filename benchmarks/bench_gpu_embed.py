@@ -43,7 +43,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import importlib.util
@@ -53,7 +52,7 @@ import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -378,7 +377,6 @@ def gpu_decoders(device: str) -> List[str]:
     if _nvimgcodec_version() is not None:
         found.append("nvimgcodec")
     try:
-        import torch
         from torchvision.io import decode_jpeg  # noqa: F401
 
         found.append("torchvision")
@@ -418,7 +416,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from fastcurate.models import ClipEncoder, export_clip, load_bundle
     from fastcurate.models.preprocess import Preprocessor
-    from fastcurate.models.session import OrtSession
 
     dev = a.device
     if dev == "cuda" and not torch.cuda.is_available():

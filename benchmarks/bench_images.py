@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _images import alternate, encode, loadavg, med, real_photos, table, tar_images  # noqa: E402
 
 from fastcurate.kernels import dedup  # noqa: E402
-from fastcurate.kernels.images import decode_gray, gray_hashes, hex_to_hashes, image_sizes, perceptual_hashes  # noqa: E402
+from fastcurate.kernels.images import decode_gray, gray_hashes, image_sizes, perceptual_hashes  # noqa: E402
 
 
 def bench_sizes(photos, rounds):

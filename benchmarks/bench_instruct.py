@@ -81,7 +81,7 @@ def main() -> int:
           f"failed {s1['instruct']['failed_by_reason']}; tokens {r1['tokens']}; cache hits {r1['cache_hits']}", flush=True)
     # 2. rerun elsewhere with the same cache
     t0 = time.perf_counter()
-    s2 = run_stage(InstructStage(cache=str(cache), **kw), [src], work / "run2", progress=False)
+    run_stage(InstructStage(cache=str(cache), **kw), [src], work / "run2", progress=False)
     wall2 = time.perf_counter() - t0
     r2 = json.loads((work / "run2" / "llm_run.json").read_text())
     same = (work / "run1" / "triplets.parquet").read_bytes() == (work / "run2" / "triplets.parquet").read_bytes()
@@ -101,7 +101,7 @@ def main() -> int:
     proc.wait()
     before = answers(cache3)
     time.sleep(1.0)  # the servers die with their parent (PR_SET_PDEATHSIG)
-    s3 = run_stage(InstructStage(cache=str(cache3), **kw), [src], out3, progress=False)
+    run_stage(InstructStage(cache=str(cache3), **kw), [src], out3, progress=False)
     r3 = json.loads((out3 / "llm_run.json").read_text())
     same3 = (out3 / "triplets.parquet").read_bytes() == (work / "run1" / "triplets.parquet").read_bytes()
     print(f"run 3 (killed with {before} of {n} answers cached, then resumed): cache hits {r3['cache_hits']} "

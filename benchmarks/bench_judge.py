@@ -19,10 +19,8 @@ prompt tokens per cluster and the cost per 1M clusters on a hosted model.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
-import math
 import os
 import random
 import resource

@@ -15,7 +15,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import importlib.util
 import sys
 import time

@@ -13,10 +13,9 @@ JPEGs. The numbers are synthetic: only the layout is real.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import pyarrow as pa

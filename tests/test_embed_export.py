@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from _torch_env import importorskip as tv_importorskip
 
-from embed_fixtures import coco_photos, real_captions, tiny_bundle, tiny_open_clip_model, tmp_root
+from embed_fixtures import coco_photos, real_captions, tiny_bundle, tiny_open_clip_model
 
-from fastcurate.models import ClipEncoder, TextEncoder, clip_score, load_bundle
+from fastcurate.models import ClipEncoder, TextEncoder, load_bundle
 from fastcurate.errors import FormatError, InputError, ModelError
 
 torch = pytest.importorskip("torch")

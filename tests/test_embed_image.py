@@ -16,8 +16,8 @@ from _torch_env import importorskip as tv_importorskip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embed_fixtures import (CLOTHING, COCO, clothing_photos, coco_photos, lite0_bundle, lite0_torch, need_data,
-                            tiny_bundle, tmp_root)
+from embed_fixtures import (COCO, clothing_photos, coco_photos, lite0_bundle, lite0_torch, need_data,
+                            tiny_bundle)
 from fastcurate.errors import FormatError, InputError, ModelError
 from fastcurate.models import ImageEncoder, PreprocessSpec, Preprocessor, load_bundle
 from fastcurate.models.encoder import top_k_softmax

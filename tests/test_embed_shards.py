@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _torch_env import importorskip as tv_importorskip
 
-from embed_fixtures import COCO, WDS, coco_photos, need_data, real_captions, tiny_bundle
+from embed_fixtures import WDS, coco_photos, need_data, real_captions, tiny_bundle
 
 from fastcurate import TextEncoder, embed_shards, make_text_bundle
 from fastcurate.cli import main
@@ -57,7 +57,6 @@ def _make_tar(path: Path, members):
 def test_mixed_tar_with_broken_images_and_resume(tmp_path):
     tv_importorskip("open_clip")
     photos = coco_photos(6)
-    caps = json.loads((COCO / "captions.json").read_text())
     members = []
     for i, p in enumerate(photos):
         members.append((f"s{i:03d}.jpg", p.read_bytes()))

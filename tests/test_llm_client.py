@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -271,7 +270,6 @@ def test_kill_9_mid_run_then_resume_sends_no_answered_request_again(tmp_path):
     """A client process killed with SIGKILL mid-run: every answer it had received is in the cache,
     and the resumed run sends only the prompts that were never answered."""
     n = 40
-    answered_before_kill = threading.Event()
 
     def b(req, k):
         time.sleep(0.05)

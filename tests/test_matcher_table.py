@@ -136,7 +136,6 @@ def test_table_in_one_matcher():
     """All table rows at once in one big matcher: ids shift, answers must not interfere."""
     entries, texts, expected = [], [], []
     for ents, text, exp in METACLIP_TABLE:
-        base = len(entries)
         entries.extend(ents)
         texts.append(text)
     with warnings.catch_warnings():

@@ -4,12 +4,10 @@ the plan, resume, reruns after a change, --from, --dry-run estimates, the shippe
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

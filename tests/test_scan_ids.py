@@ -3,7 +3,6 @@ shard's footer proves no id is null, and gives the same result as reading it (do
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import numpy as np

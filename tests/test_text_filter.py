@@ -3,7 +3,6 @@ from DataComp's own expressions, the rule definitions and the fasttext module.""
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pytest
 

@@ -133,6 +133,7 @@ __all__ = [
     "clip_score",
     "embed_shards",
     "export_clip",
+    "export_image_model",
     "export_text_model",
     "load_bundle",
     "make_text_bundle",

@@ -31,7 +31,7 @@ import re
 import string
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import FormatError, InputError
 from .io.atomic import atomic_write_bytes

@@ -22,8 +22,7 @@ Thread safety: every function here is stateless and may be called from many thre
 from __future__ import annotations
 
 import math
-import os
-from typing import Any, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Optional, Tuple, Union
 
 import numpy as np
 

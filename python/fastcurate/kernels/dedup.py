@@ -22,7 +22,7 @@ Thread safety: every function here is safe to call from several threads at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional
 
 import numpy as np
 import pyarrow as pa

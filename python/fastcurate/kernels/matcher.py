@@ -11,7 +11,7 @@ import mmap
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Union
 
 import numpy as np
 import pyarrow as pa

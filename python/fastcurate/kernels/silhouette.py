@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal, Optional, Tuple
 
 import numpy as np
 

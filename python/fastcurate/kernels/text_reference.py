@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 __all__ = [
     "RULES",

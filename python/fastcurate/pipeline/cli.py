@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, List
+from typing import Any
 
 __all__ = ["register"]
 

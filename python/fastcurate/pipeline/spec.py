@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import FastcurateError, InputError
-from .options import RESERVED_KEYS, RUNNER_OPTIONS, Option, check_value, stage_options, type_text
+from .options import RESERVED_KEYS, RUNNER_OPTIONS, Option, check_value, stage_options
 from .positions import key_lines
 
 if TYPE_CHECKING:
-    import pyarrow as pa
 
     from ..runner.stage import Stage
 

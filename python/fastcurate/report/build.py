@@ -14,7 +14,7 @@ import datetime as _dt
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import FastcurateError
 from .data import RunView, StageView, open_run

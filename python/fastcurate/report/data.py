@@ -12,18 +12,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 __all__ = ["RunView", "StageView", "RowInfo", "open_run", "thumbnail", "part_index"]
 
@@ -308,7 +305,6 @@ def _lookup(path: Path, uids: set, given: Dict[str, Optional[str]], px: int,
 
     from ..io.columns import resolve_roles
     from ..io.discover import ShardRef, shard_format
-    from ..runner.shard import make_uid
 
     fmt = shard_format(path) or "parquet"
     value_set = pa.array(sorted(uids), pa.string())

@@ -34,7 +34,6 @@ import os
 import pickle
 import socket
 import sys
-import time
 import traceback
 from dataclasses import replace
 from pathlib import Path

@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Union
 
 __all__ = ["Section", "section", "renderers", "SectionFn"]
 

@@ -107,7 +107,6 @@ def _downscaled_png(p: Path, width: int = 900) -> Optional[str]:
 
 def tsne_map(run: Any, stage: Any) -> Optional[Section]:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     p = stage.find_file("tsne.parquet")

@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
 
 
 def _describe(s: Dict[str, Any]) -> List[str]:
-    return [f"labels: " + ", ".join(f"{k} {v:,} on {s['rows_with_labels'][k]:,} rows" for k, v in s["labels"].items())]
+    return ["labels: " + ", ".join(f"{k} {v:,} on {s['rows_with_labels'][k]:,} rows" for k, v in s["labels"].items())]
 
 
 def _run(a: argparse.Namespace) -> int:

@@ -16,8 +16,6 @@ closest and furthest samples' uids, captions, cosines and embeddings), ``tsne.pa
 
 from __future__ import annotations
 
-import io
-import math
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, cast
 
 import numpy as np
@@ -27,7 +25,7 @@ from ...io.atomic import atomic_write_bytes, atomic_write_npy, atomic_write_tabl
 from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
-from .._embeddings import BAD_CODES, SPACES, load_all, mix64, scan_embeddings, space_columns
+from .._embeddings import BAD_CODES, load_all, mix64, scan_embeddings, space_columns
 from .._rowstore import lookup_strings
 
 if TYPE_CHECKING:

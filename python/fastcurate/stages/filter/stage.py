@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...errors import InputError
 from ...io.atomic import atomic_write_npy
-from ...io.columns import Roles
 from ...io.discover import ShardRef
 from ...io.images import image_bytes
 from ...runner.stage import Batch, Context, Result, Stage
 
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 __all__ = ["FilterStage", "CAPTION_RULES", "IMAGE_SIZE_MODES"]
 

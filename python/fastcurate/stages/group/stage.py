@@ -32,8 +32,7 @@ each step.
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 from urllib.parse import urlsplit
 
 import numpy as np

@@ -21,7 +21,6 @@ is kept as the instruction, the reasoning is stored beside it. Outputs:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path

@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...errors import InputError, InputTypeError, ModelError
-from .junk import JUNK_RULES, junk_flags
+from .junk import junk_flags
 from .parse import ERROR, HIGH, LOW
 
 __all__ = [

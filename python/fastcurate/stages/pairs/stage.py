@@ -28,7 +28,6 @@ So ``rows_in == rows_kept + sum(rows_dropped)`` counts images; the pair counts o
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np

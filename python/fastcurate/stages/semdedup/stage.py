@@ -32,7 +32,6 @@ from .._rowstore import decided_results, lookup_strings, read_strings, write_str
 from ..cluster.stage import _hash_sample, _usable_view
 
 if TYPE_CHECKING:
-    import pyarrow as pa
 
     from ...kernels.semdedup import CompareTo, Keep
 
