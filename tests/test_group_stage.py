@@ -180,3 +180,24 @@ def test_real_clothing_photos_grouped_by_folder(tmp_path):
         if r in ("duplicate", "near_duplicate"):
             assert det.split()[0].split("/")[0] == u.split("/")[0]
     assert json.dumps(stats["group"]["dedup"])  # statistics recorded
+
+
+def test_group_and_filter_flags_default_to_the_stages_defaults(tmp_path):
+    """`fastcurate group` and `fastcurate filter` share their caption and image-size flags (one
+    definition); each flag's default is the stage constructor's, and group's language test is off."""
+    import inspect
+
+    from fastcurate.cli import build_parser
+    from fastcurate.stages.filter.cli import name_list
+    from fastcurate.stages.filter.stage import FilterStage
+    from fastcurate.stages.group.stage import GroupStage
+
+    p = build_parser()
+    for cmd, stage in (("filter", FilterStage), ("group", GroupStage)):
+        a = p.parse_args([cmd, str(tmp_path), "--out", str(tmp_path / "o")])
+        d = {k: v.default for k, v in inspect.signature(stage.__init__).parameters.items()}
+        assert (a.words_above, a.chars_above, a.min_image_size, a.max_aspect_ratio, a.image_size) == \
+            (d["words_above"], d["chars_above"], d["min_image_size"], d["max_aspect_ratio"], d["image_size"]), cmd
+        assert name_list(a.rules) == tuple(d["rules"]), cmd
+        assert (None if a.language == "none" else a.language) == d["language"], cmd
+    assert name_list(" none ") == () and name_list("url, filename,") == ("url", "filename")

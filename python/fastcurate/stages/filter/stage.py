@@ -36,6 +36,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 CAPTION_RULES = ("url", "filename", "boilerplate", "non_letters", "repeated")
 IMAGE_SIZE_MODES = ("auto", "on", "off")
+# DataComp's basic filter (docs/filter.md); the defaults of FilterStage, GroupStage and both CLIs
+WORDS_ABOVE = 2
+CHARS_ABOVE = 5
+MIN_IMAGE_SIZE = 200
+MAX_ASPECT_RATIO = 3.0
 SCORE_COLUMN = "clip_score"
 
 # code -> reason; code 0 keeps the row. The order is the order of the tests.
@@ -100,14 +105,14 @@ class FilterStage(Stage):
     def __init__(
         self,
         *,
-        words_above: int = 2,
-        chars_above: int = 5,
+        words_above: int = WORDS_ABOVE,
+        chars_above: int = CHARS_ABOVE,
         rules: Optional[Sequence[str]] = CAPTION_RULES,
         language: Optional[str] = "en",
         language_model: str = "lite",
         image_size: str = "auto",
-        min_image_size: int = 200,
-        max_aspect_ratio: float = 3.0,
+        min_image_size: int = MIN_IMAGE_SIZE,
+        max_aspect_ratio: float = MAX_ASPECT_RATIO,
         clip_score_min: Optional[float] = None,
         clip_score_top: Optional[float] = None,
         scores: Optional[PathLike] = None,

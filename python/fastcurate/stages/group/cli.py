@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Dict, List
 
 from ...runner.cli import add_runner_args, run_from_args
+from ..filter.cli import add_test_args, name_list
 
 __all__ = ["register"]
 
@@ -33,18 +34,9 @@ def register(sub: Any) -> None:
                         "pages (default 100)")
     c = p.add_argument_group("cleaning: the filter stage's tests")
     c.add_argument("--no-alt-text", action="store_true", help="do not test captions")
-    c.add_argument("--rules", default="url,filename,boilerplate,non_letters,repeated", metavar="LIST",
-                   help="bad-alt-text rules (comma-separated, or 'none'; default: all five)")
-    c.add_argument("--words-above", type=int, default=2, metavar="N", help="keep captions with more than N words (2)")
-    c.add_argument("--chars-above", type=int, default=5, metavar="N", help="keep captions with more than N characters (5)")
-    c.add_argument("--language", default="none", metavar="CODE",
-                   help="keep captions whose fastText top-1 language is CODE (default: none, off)")
-    c.add_argument("--image-size", choices=("auto", "on", "off"), default="auto",
-                   help="the image-size test: where the size is known (auto), always (on), never (off)")
-    c.add_argument("--min-image-size", type=int, default=200, metavar="PX",
-                   help="keep images whose shorter side is at least PX (default 200)")
-    c.add_argument("--max-aspect-ratio", type=float, default=3.0, metavar="R",
-                   help="keep images whose long/short side ratio is at most R (default 3.0)")
+    # the same flags and defaults as `fastcurate filter`, except that the language test is off unless
+    # asked for, as GroupStage's default (docs/pairs.md, "Defaults")
+    add_test_args(c, c, language=None)
     d = p.add_argument_group("cleaning: the dedup stage's search, within each group")
     d.add_argument("--dedup", default="image", metavar="KEYS",
                    help="exact-duplicate keys: image, caption, url, comma-separated, or 'none' (default: image; "
@@ -61,17 +53,13 @@ def _describe(s: Dict[str, Any]) -> List[str]:
             for name, v in steps.items()]
 
 
-def _list(v: str) -> tuple:
-    return () if v.strip().lower() in ("", "none") else tuple(x.strip() for x in v.split(",") if x.strip())
-
-
 def _run(a: argparse.Namespace) -> int:
     from .stage import GroupStage
 
     stage = GroupStage(group_by=a.group_by, key_column=a.key_column, max_group_size=a.max_group_size,
-                       alt_text=not a.no_alt_text, rules=_list(a.rules), words_above=a.words_above,
+                       alt_text=not a.no_alt_text, rules=name_list(a.rules), words_above=a.words_above,
                        chars_above=a.chars_above, language=None if a.language.lower() == "none" else a.language,
                        image_size=a.image_size, min_image_size=a.min_image_size, max_aspect_ratio=a.max_aspect_ratio,
-                       dedup=_list(a.dedup), near_duplicates=not a.no_near, radius=a.radius,
+                       dedup=name_list(a.dedup), near_duplicates=not a.no_near, radius=a.radius,
                        dhash_radius=None if a.dhash_radius < 0 else a.dhash_radius)
     return run_from_args(a, stage, _describe)

@@ -44,7 +44,8 @@ from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
 from .._rowstore import decided_results, read_strings, write_strings
 from ..dedup.stage import EXACT_KEYS, DedupStage
-from ..filter.stage import CAPTION_RULES, CODES as FILTER_CODES, FilterStage
+from ..filter.stage import (CAPTION_RULES, CHARS_ABOVE, CODES as FILTER_CODES, MAX_ASPECT_RATIO, MIN_IMAGE_SIZE,
+                            WORDS_ABOVE, FilterStage)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -146,12 +147,12 @@ class GroupStage(Stage):
         max_group_size: int = 100,
         alt_text: bool = True,
         rules: Optional[Sequence[str]] = CAPTION_RULES,
-        words_above: int = 2,
-        chars_above: int = 5,
+        words_above: int = WORDS_ABOVE,
+        chars_above: int = CHARS_ABOVE,
         language: Optional[str] = None,
         image_size: str = "auto",
-        min_image_size: int = 200,
-        max_aspect_ratio: float = 3.0,
+        min_image_size: int = MIN_IMAGE_SIZE,
+        max_aspect_ratio: float = MAX_ASPECT_RATIO,
         dedup: Sequence[str] = ("image",),
         near_duplicates: bool = True,
         radius: int = 10,
