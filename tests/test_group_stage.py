@@ -200,4 +200,13 @@ def test_group_and_filter_flags_default_to_the_stages_defaults(tmp_path):
             (d["words_above"], d["chars_above"], d["min_image_size"], d["max_aspect_ratio"], d["image_size"]), cmd
         assert name_list(a.rules) == tuple(d["rules"]), cmd
         assert (None if a.language == "none" else a.language) == d["language"], cmd
+    # group's dedup flags: the dedup stage's defaults, as GroupStage's
+    from fastcurate.stages.dedup.stage import DedupStage
+
+    a = p.parse_args(["group", str(tmp_path), "--out", str(tmp_path / "o")])
+    dd = {k: v.default for k, v in inspect.signature(DedupStage.__init__).parameters.items()}
+    gd = {k: v.default for k, v in inspect.signature(GroupStage.__init__).parameters.items()}
+    assert name_list(a.dedup) == tuple(dd["exact"]) == tuple(gd["dedup"])
+    assert (a.radius, a.dhash_radius, not a.no_near) == (dd["radius"], dd["dhash_radius"], dd["near"]) == \
+        (gd["radius"], gd["dhash_radius"], gd["near_duplicates"])
     assert name_list(" none ") == () and name_list("url, filename,") == ("url", "filename")
