@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fastcurate.errors import FormatError, InputError
+from fastcurate.errors import FormatError, InputError, InputTypeError
 from fastcurate.metadata import (
     bigram_entries,
     build_metadata,
@@ -177,3 +177,6 @@ def test_entries_of_takes_a_path_or_any_sequence(tmp_path):
     assert CurateStage(metadata=np.array(["red dress", "hat"])).entries == ["red dress", "hat"]
     assert CurateStage(metadata=p).metadata_name == str(p)
     assert CurateStage(metadata=["hat"]).metadata_name == "<list>"
+    for bad in (b"m.json", 3):
+        with pytest.raises(InputTypeError, match="file path or a sequence"):
+            entries_of(bad)

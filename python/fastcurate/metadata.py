@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .errors import FormatError, InputError
+from .errors import FormatError, InputError, InputTypeError
 from .io.atomic import atomic_write_bytes
 
 __all__ = [
@@ -360,6 +360,8 @@ def entries_of(metadata: Union[None, PathLike, Sequence[str]]) -> List[str]:
     ``os.PathLike``), :func:`load_metadata` of it; any other sequence, its items as strings."""
     if metadata is None or isinstance(metadata, (str, os.PathLike)):
         return load_metadata(metadata)
+    if isinstance(metadata, (bytes, bytearray, memoryview)) or not isinstance(metadata, Iterable):
+        raise InputTypeError(f"metadata must be a file path or a sequence of entries (str), got {type(metadata).__name__}")
     return [str(e) for e in metadata]
 
 
