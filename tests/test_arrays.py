@@ -119,3 +119,24 @@ def test_runner_column_conversion_matches_pa_array():
         assert _to_arrow(values, pa.field("x", t)).equals(pa.array(values, type=t))
     with pytest.raises(pa.ArrowInvalid):
         _to_arrow(np.array([1.5]), pa.field("x", pa.int32()))  # pa.array refuses to truncate
+
+
+def test_package_root_imports_lazily_and_every_public_name_resolves():
+    """`import fastcurate` (every command pays it) leaves the ONNX encoders, the embed stage, the
+    judge, clustering, pipeline and report unimported until first used; each name in __all__ then
+    resolves."""
+    code = textwrap.dedent("""
+        import sys
+        import fastcurate
+        heavy = ("fastcurate.models", "fastcurate.stages.embed.stage", "fastcurate.stages.judge",
+                 "fastcurate.kernels.kmeans", "fastcurate.pipeline", "fastcurate.report")
+        print(sorted(m for m in heavy if m in sys.modules))
+        missing = [n for n in fastcurate.__all__ if getattr(fastcurate, n, None) is None]
+        print(missing)
+        print(fastcurate.models.ClipEncoder is fastcurate.ClipEncoder)
+    """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(fastcurate.__file__).parents[1])] + env.get("PYTHONPATH", "").split(os.pathsep))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip().splitlines() == ["[]", "[]", "True"], p.stdout

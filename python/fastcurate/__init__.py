@@ -24,27 +24,27 @@ from .kernels.balance import (
     uniform_draws,
 )
 from .stages.curate.stage import curate
-from .stages.embed.stage import embed_shards
-from .models import (
-    ClipEncoder,
-    ClipTokenizer,
-    ImageEncoder,
-    TextEncoder,
-    clip_score,
-    export_clip,
-    export_image_model,
-    export_text_model,
-    load_bundle,
-    make_text_bundle,
-)
 from .kernels.matcher import Matcher, MatcherWarning, MatchResult, SpanResult
 from .metadata import build_metadata, load_metadata, save_metadata
 from .runner import Batch, Context, Result, Stage, run_stage
 
 # Imported on first use (PEP 562): every `fastcurate` command imports this package, and these pull
 # in the judge, the clustering, the pipeline and the report, which a `curate` or `embed` run never
-# needs (~0.2 s of CPU per process).
+# needs (~0.2 s of CPU per process), and the ONNX encoders and their exporters, which curation and
+# matching never need (~25 ms more).
 _LAZY = {
+    "models": (".models", None),
+    "embed_shards": (".stages.embed.stage", "embed_shards"),
+    "ClipEncoder": (".models", "ClipEncoder"),
+    "ClipTokenizer": (".models", "ClipTokenizer"),
+    "ImageEncoder": (".models", "ImageEncoder"),
+    "TextEncoder": (".models", "TextEncoder"),
+    "clip_score": (".models", "clip_score"),
+    "export_clip": (".models", "export_clip"),
+    "export_image_model": (".models", "export_image_model"),
+    "export_text_model": (".models", "export_text_model"),
+    "load_bundle": (".models", "load_bundle"),
+    "make_text_bundle": (".models", "make_text_bundle"),
     "judge": (".stages.judge", None),
     "KMeans": (".kernels.kmeans", "KMeans"),
     "Assignment": (".kernels.kmeans", "Assignment"),
@@ -59,7 +59,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from . import report
+    from . import models, report  # noqa: F401  (names for type checkers; imported on first use)
+    from .models import (ClipEncoder, ClipTokenizer, ImageEncoder, TextEncoder, clip_score, export_clip,
+                         export_image_model, export_text_model, load_bundle, make_text_bundle)
+    from .stages.embed.stage import embed_shards
     from .kernels.kmeans import Assignment, KMeans
     from .kernels.silhouette import SilhouetteResult, silhouette
     from .pipeline import load_pipeline, run_pipeline
