@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...runner.cli import add_runner_args, fraction, run_from_args
-from .stage import CAPTION_RULES, CHARS_ABOVE, IMAGE_SIZE_MODES, MAX_ASPECT_RATIO, MIN_IMAGE_SIZE, WORDS_ABOVE
+from .defaults import CAPTION_RULES, CHARS_ABOVE, IMAGE_SIZE_MODES, MAX_ASPECT_RATIO, MIN_IMAGE_SIZE, WORDS_ABOVE
 
 __all__ = ["register", "add_test_args", "name_list"]
 

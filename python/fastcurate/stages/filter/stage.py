@@ -28,19 +28,13 @@ from ...io.atomic import atomic_write_npy
 from ...io.discover import ShardRef
 from ...io.images import image_bytes
 from ...runner.stage import Batch, Context, Result, Stage
+from .defaults import CAPTION_RULES, CHARS_ABOVE, IMAGE_SIZE_MODES, MAX_ASPECT_RATIO, MIN_IMAGE_SIZE, WORDS_ABOVE
 
 
 __all__ = ["FilterStage", "CAPTION_RULES", "IMAGE_SIZE_MODES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-CAPTION_RULES = ("url", "filename", "boilerplate", "non_letters", "repeated")
-IMAGE_SIZE_MODES = ("auto", "on", "off")
-# DataComp's basic filter (docs/filter.md); the defaults of FilterStage, GroupStage and both CLIs
-WORDS_ABOVE = 2
-CHARS_ABOVE = 5
-MIN_IMAGE_SIZE = 200
-MAX_ASPECT_RATIO = 3.0
 SCORE_COLUMN = "clip_score"
 
 # code -> reason; code 0 keeps the row. The order is the order of the tests.

@@ -44,8 +44,8 @@ from ...io.discover import ShardRef
 from ...runner.stage import Batch, Context, Result, Stage
 from .._rowstore import decided_results, read_strings, write_strings
 from ..dedup.stage import EXACT_KEYS, DedupStage
-from ..filter.stage import (CAPTION_RULES, CHARS_ABOVE, CODES as FILTER_CODES, MAX_ASPECT_RATIO, MIN_IMAGE_SIZE,
-                            WORDS_ABOVE, FilterStage)
+from ..filter.defaults import CAPTION_RULES, CHARS_ABOVE, MAX_ASPECT_RATIO, MIN_IMAGE_SIZE, WORDS_ABOVE
+from ..filter.stage import CODES as FILTER_CODES, FilterStage
 
 if TYPE_CHECKING:
     import pyarrow as pa
