@@ -8,7 +8,7 @@ per stage). See the README for a tour and docs/ for each stage's exact semantics
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from .errors import FastcurateError, FormatError, InputError, InputTypeError, ModelError
 from .kernels.balance import (
@@ -32,31 +32,20 @@ from .runner import Batch, Context, Result, Stage, run_stage
 # in the judge, the clustering, the pipeline and the report, which a `curate` or `embed` run never
 # needs (~0.2 s of CPU per process), and the ONNX encoders and their exporters, which curation and
 # matching never need (~25 ms more).
-_LAZY = {
-    "models": (".models", None),
-    "embed_shards": (".stages.embed.stage", "embed_shards"),
-    "ClipEncoder": (".models", "ClipEncoder"),
-    "ClipTokenizer": (".models", "ClipTokenizer"),
-    "ImageEncoder": (".models", "ImageEncoder"),
-    "TextEncoder": (".models", "TextEncoder"),
-    "clip_score": (".models", "clip_score"),
-    "export_clip": (".models", "export_clip"),
-    "export_image_model": (".models", "export_image_model"),
-    "export_text_model": (".models", "export_text_model"),
-    "load_bundle": (".models", "load_bundle"),
-    "make_text_bundle": (".models", "make_text_bundle"),
-    "judge": (".stages.judge", None),
-    "KMeans": (".kernels.kmeans", "KMeans"),
-    "Assignment": (".kernels.kmeans", "Assignment"),
-    "silhouette": (".kernels.silhouette", "silhouette"),
-    "SilhouetteResult": (".kernels.silhouette", "SilhouetteResult"),
-    "noise_study": (".stages.cluster.noise", "noise_study"),
-    "NoiseStudyResult": (".stages.cluster.noise", "NoiseStudyResult"),
-    "load_pipeline": (".pipeline", "load_pipeline"),
-    "run_pipeline": (".pipeline", "run_pipeline"),
-    "build_report": (".report", "build_report"),
-    "report": (".report", None),
-}
+_LAZY: Dict[str, Tuple[str, Optional[str]]] = {"models": (".models", None), "judge": (".stages.judge", None),
+                                              "report": (".report", None)}
+for _mod, _names in (
+    (".models", ("ClipEncoder", "ClipTokenizer", "ImageEncoder", "TextEncoder", "clip_score", "export_clip",
+                 "export_image_model", "export_text_model", "load_bundle", "make_text_bundle")),
+    (".stages.embed.stage", ("embed_shards",)),
+    (".kernels.kmeans", ("KMeans", "Assignment")),
+    (".kernels.silhouette", ("silhouette", "SilhouetteResult")),
+    (".stages.cluster.noise", ("noise_study", "NoiseStudyResult")),
+    (".pipeline", ("load_pipeline", "run_pipeline")),
+    (".report", ("build_report",)),
+):
+    _LAZY.update({n: (_mod, n) for n in _names})
+del _mod, _names
 
 if TYPE_CHECKING:
     from . import models, report  # noqa: F401  (names for type checkers; imported on first use)
