@@ -48,12 +48,14 @@ alignas(16) inline constexpr AfterMasks kAfter{};
 // merge_runs). NV vectors of 4 lanes hold the ids, so the work grows with k.
 template <int NV>
 inline void rank_sort(const int32_t* in, size_t k, int32_t* out) {
+  // The ids were just stored one by one (the automaton writes them): the vectors are assembled
+  // from scalar loads, each forwarded from its store, rather than loaded whole, which would wait
+  // for those stores to reach the cache (a store cannot be forwarded to a wider load).
   alignas(16) int32_t v[4 * NV];
-  std::memcpy(v, in, k * sizeof(int32_t));
-  for (size_t i = k; i < 4 * NV; ++i) v[i] = INT32_MAX;  // never ranked: only the first k are
+  for (size_t i = 0; i < 4 * NV; ++i) v[i] = i < k ? in[i] : INT32_MAX;  // padding: never ranked
   __m128i vv[NV], c[NV];
   for (int m = 0; m < NV; ++m) {
-    vv[m] = _mm_load_si128(reinterpret_cast<const __m128i*>(v + 4 * m));
+    vv[m] = _mm_setr_epi32(v[4 * m], v[4 * m + 1], v[4 * m + 2], v[4 * m + 3]);
     c[m] = _mm_setzero_si128();
   }
   for (size_t j = 0; j < k; ++j) {
@@ -175,6 +177,31 @@ __attribute__((target("avx512f"))) inline size_t sort_unique_avx512_n(int32_t* a
   return w;
 }
 
+// Up to 16 ids in one vector, without the scatter and the store-to-load round trip through
+// memory that sort_unique_avx512_n takes (a scatter followed by a full-width load of what it
+// wrote cannot be forwarded and stalls). With ranks counted as "ids strictly smaller", repeats
+// share a rank, so id j goes to lane rank_j by a masked move (writing a repeat again to the same
+// lane changes nothing), and the lanes written, in order, are the sorted ids without repeats: one
+// compressing store. Ids are < INT32_MAX, so the padding lanes are never counted as smaller.
+__attribute__((target("avx512f"))) inline size_t sort_unique_avx512_16(int32_t* a, size_t k) {
+  // The ids were just stored one by one (the automaton writes them); a vector load of them would
+  // wait for those stores to reach the cache (a store cannot be forwarded to a wider load), so
+  // the vector is assembled from one-lane loads, each forwarded from its store.
+  __m512i v = _mm512_set1_epi32(INT32_MAX);
+  for (size_t j = 0; j < k; ++j) v = _mm512_mask_set1_epi32(v, static_cast<__mmask16>(uint32_t{1} << j), a[j]);
+  __m512i out = v;  // every lane that matters is overwritten
+  uint32_t written = 0;
+  for (size_t j = 0; j < k; ++j) {
+    const __m512i x = _mm512_set1_epi32(a[j]);
+    const uint32_t rank = static_cast<uint32_t>(__builtin_popcount(static_cast<uint32_t>(_mm512_cmplt_epi32_mask(v, x))));
+    const uint32_t lane = uint32_t{1} << rank;
+    written |= lane;
+    out = _mm512_mask_mov_epi32(out, static_cast<__mmask16>(lane), x);
+  }
+  _mm512_mask_compressstoreu_epi32(a, static_cast<__mmask16>(written), out);
+  return static_cast<size_t>(__builtin_popcount(written));
+}
+
 inline bool cpu_has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
@@ -188,7 +215,7 @@ inline size_t sort_unique_ids(int32_t* a, size_t k) {
   if (simd::enabled()) {
 #ifdef FC_SMALL_SORT_AVX512
     if (k <= 64 && cpu_has_avx512()) {
-      if (k <= 16) return sort_unique_avx512_n<1>(a, k);
+      if (k <= 16) return sort_unique_avx512_16(a, k);
       if (k <= 32) return sort_unique_avx512_n<2>(a, k);
       return sort_unique_avx512_n<4>(a, k);
     }

@@ -256,6 +256,7 @@ static void test_small_sort() {
 #ifdef FC_SMALL_SORT_AVX512
     if (detail::cpu_has_avx512()) {
       check(detail::sort_unique_avx512_n<1>, 16);
+      check(detail::sort_unique_avx512_16, 16);
       check(detail::sort_unique_avx512_n<2>, 32);
       check(detail::sort_unique_avx512_n<4>, 64);
     }
