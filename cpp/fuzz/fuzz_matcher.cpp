@@ -52,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool cs = (flags & 8u) == 0;
   const int threads = (flags & 16u) ? 2 : 1;
   fastcurate::simd::set_enabled((flags & 32u) == 0);
+  fastcurate::simd::force_vocab_filter(static_cast<int>((flags >> 6) % 3) - 1);  // measured, never, always
 
   MatcherOptions opt;
   opt.case_sensitive = cs;

@@ -220,6 +220,7 @@ void TokenEngine::build(const std::vector<std::string_view>& entries, bool case_
   gshift_ = shift_for(gcap);
   for (size_t i = 0; i < edge_keys.size(); ++i) goto_insert(edge_keys[i], edge_child[i]);
   build_filter();
+  build_vfilter();
 
   // Failure and output links, breadth first. Depth-1 states fail to the root. Children lists
   // (CSR by parent) come from the edges.
@@ -293,6 +294,23 @@ void TokenEngine::build_filter() {
   }
 }
 
+void TokenEngine::build_vfilter() {
+  // About 16 bits per token (under 2% false positives with two bits per piece), at most 2 Mbit
+  // = 256 KiB, so that it stays in L1/L2 beside the transition filter: a piece that is no token
+  // then costs a filter word in cache instead of a random line of the vocabulary table.
+  uint32_t log_words = 1;
+  while (log_words < 15 && (uint64_t{64} << log_words) < static_cast<uint64_t>(n_tok_) * 16) ++log_words;
+  vfshift_ = 64 - log_words;
+  vfilter_.assign(size_t{1} << log_words, 0);
+  for (int32_t t = 0; t < n_tok_; ++t) {
+    const size_t n = voff_[static_cast<size_t>(t) + 1] - voff_[static_cast<size_t>(t)];
+    const uint8_t* p = varena_.data() + voff_[static_cast<size_t>(t)];
+    uint64_t w0, w1;
+    const uint64_t f = vfilter_hash(piece_hash<false>(p, n, p + n, w0, w1));
+    vfilter_[f >> vfshift_] |= filter_mask(f);
+  }
+}
+
 void TokenEngine::write(serial::Writer& w) const {
   w.pod<uint64_t>(ci_ ? 1 : 0);
   w.pod<int64_t>(empty_tok_);
@@ -323,6 +341,7 @@ void TokenEngine::read(serial::Reader& r, int64_t n_entries) {
   // Derived data is rebuilt rather than trusted, so it can never disagree with the tables.
   sync_slots();
   build_filter();
+  build_vfilter();
 }
 
 // Every index that the hot loop follows is checked once here, so that a file that passes the
@@ -404,7 +423,8 @@ void TokenEngine::validate(int64_t n_entries) {
 
 size_t TokenEngine::memory_bytes() const {
   return vslots_.capacity() * sizeof(VSlot) + varena_.capacity() + voff_.capacity() * sizeof(uint64_t) +
-         states_.capacity() * sizeof(State) + gslots_.capacity() * sizeof(GSlot) + filter_.capacity() * sizeof(uint64_t);
+         states_.capacity() * sizeof(State) + gslots_.capacity() * sizeof(GSlot) + filter_.capacity() * sizeof(uint64_t) +
+         vfilter_.capacity() * sizeof(uint64_t);
 }
 
 }  // namespace detail

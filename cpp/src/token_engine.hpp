@@ -207,6 +207,9 @@ class TokenEngine {
   static constexpr uint32_t kFreeLen = UINT32_MAX;
   static constexpr VSlot kFreeSlot{0, 0, kFreeLen, -1, -1, 0};
   static constexpr VSlot kNullSlot{0, 0, kFreeLen, -1, -1, 0};
+  // A bucket of two free slots outside the table: a probe of it ends at the first bucket with
+  // kNullSlot (see make_piece). 64-byte aligned, as the table's buckets are.
+  alignas(64) static constexpr VSlot kNullBucket[2] = {kFreeSlot, kFreeSlot};
   struct State {
     int32_t fail;
     int32_t out;     // entry id ending here, or -1
@@ -253,12 +256,14 @@ class TokenEngine {
   // A piece of a caption, cut and hashed ahead of the automaton (see match_rows_impl).
   struct Piece {
     const uint8_t* p;
-    uint64_t w0, w1;  // adjacent: loaded as one 16-byte vector
+    uint64_t w0, w1;     // adjacent: loaded as one 16-byte vector
+    const VSlot* first;  // first vocabulary bucket to probe: kNullBucket when the vocabulary
+                         // filter rules the piece out
     uint32_t len;
-    uint32_t bucket;  // first vocabulary bucket to probe
   };
 
-  template <bool CI>
+  // VF: screen the piece with the vocabulary filter (see below and VFilterPolicy).
+  template <bool CI, bool VF = false>
   FC_INLINE Piece make_piece(const uint8_t* s, size_t len, const uint8_t* end) const {
     Piece pc;
     pc.p = s;
@@ -277,7 +282,22 @@ class TokenEngine {
     } else {
       h = piece_hash<CI>(s, len, end, pc.w0, pc.w1);
     }
-    pc.bucket = static_cast<uint32_t>(vbucket_of(h));
+    const VSlot* const bucket = vslots_.data() + 2 * vbucket_of(h);
+    if (!VF) {
+      pc.first = bucket;
+      return pc;
+    }
+    // Pieces that are no token (with WordNet's metadata, 45% of a caption's: stop words, numbers,
+    // rare words) would each cost a probe of a random bucket of the vocabulary table (megabytes,
+    // mostly out of L2) that runs on while the bucket is full. The vocabulary filter (~16 bits per
+    // token, in L1/L2) rules most of them out first; they then probe kNullBucket, which is always
+    // in cache and ends the probe at once. Selected without a branch: whether a piece is a token
+    // is unpredictable.
+    const uint64_t f = vfilter_hash(h);
+    const uint64_t fm = filter_mask(f);
+    const uint64_t maybe = 0 - static_cast<uint64_t>((vfilter_[f >> vfshift_] & fm) == fm);
+    pc.first = reinterpret_cast<const VSlot*>((reinterpret_cast<uintptr_t>(bucket) & maybe) |
+                                              (reinterpret_cast<uintptr_t>(kNullBucket) & ~maybe));
     return pc;
   }
 
@@ -298,14 +318,12 @@ class TokenEngine {
   // has, so they never match.
   template <bool CI>
   FC_INLINE const VSlot* lookup_piece(const Piece& pc) const {
-    const VSlot* const table = vslots_.data();
-    uint64_t b = pc.bucket;
     if (pc.len > 16) return lookup_long<CI>(pc);
 #ifdef FC_HAVE_SSE2
     const __m128i key = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&pc.w0));  // w0, w1
 #endif
+    const VSlot* s = pc.first;
     for (;;) {
-      const VSlot* s = table + 2 * b;
 #ifdef FC_HAVE_SSE2
       // Bytes 0..15 of both slots against the piece's in two compares (the slots are 32-byte
       // aligned: the table is allocated 64-byte aligned).
@@ -321,26 +339,31 @@ class TokenEngine {
       const uintptr_t r = (reinterpret_cast<uintptr_t>(s) & m0) | (reinterpret_cast<uintptr_t>(s + 1) & m1) |
                           (reinterpret_cast<uintptr_t>(&kNullSlot) & mf & ~(m0 | m1));
       if (r != 0) return reinterpret_cast<const VSlot*>(r);
-      b = (b + 1) & vbmask_;
+      s = next_bucket(s);
     }
+  }
+  // The bucket after `s` (kNullBucket never gets here: its probe ends at once).
+  const VSlot* next_bucket(const VSlot* s) const {
+    const VSlot* const table = vslots_.data();
+    return table + 2 * ((static_cast<uint64_t>(s - table) / 2 + 1) & vbmask_);
   }
   template <bool CI>
   FC_NOINLINE const VSlot* lookup_long(const Piece& pc) const {
-    uint64_t b = pc.bucket;
+    const VSlot* s = pc.first;
     for (;;) {
-      const VSlot* s = vslots_.data() + 2 * b;
       for (int k = 0; k < 2; ++k) {
         if (s[k].w0 == pc.w0 && s[k].w1 == pc.w1 && s[k].len == pc.len && tail_equal<CI>(pc.p, pc.len, s[k].tok)) return s + k;
       }
       if (s[1].len == kFreeLen) return &kNullSlot;
-      b = (b + 1) & vbmask_;
+      s = next_bucket(s);
     }
   }
   const VSlot* lookup(const uint8_t* p, size_t n) const {  // build time: p holds folded bytes; nullptr if absent
     Piece pc;
     pc.p = p;
     pc.len = static_cast<uint32_t>(n);
-    pc.bucket = static_cast<uint32_t>(vbucket_of(piece_hash<false>(p, n, p + n, pc.w0, pc.w1)));
+    // Not through the vocabulary filter: it is built once the vocabulary is complete.
+    pc.first = vslots_.data() + 2 * vbucket_of(piece_hash<false>(p, n, p + n, pc.w0, pc.w1));
     const VSlot* v = lookup_piece<false>(pc);
     return v->tok >= 0 ? v : nullptr;
   }
@@ -359,6 +382,8 @@ class TokenEngine {
   // to stay in L2, answers most misses without touching the table. The word is chosen by the top
   // bits of the product, the two bits by bits 36..47, so both depend on the state and the token.
   static uint64_t filter_hash(uint64_t key) { return key * 0xD6E8FEB86659FD93ULL; }
+  // The vocabulary filter's word and bits, from a piece's hash (whose top bits pick its bucket).
+  static uint64_t vfilter_hash(uint64_t piece_hash) { return piece_hash * 0x9FB21C651E98DF25ULL; }
   static uint64_t filter_mask(uint64_t h) { return (uint64_t{1} << ((h >> 36) & 63)) | (uint64_t{1} << ((h >> 42) & 63)); }
   const uint64_t* filter_word(uint64_t key) const { return &filter_[filter_hash(key) >> fshift_]; }
   bool maybe_edge(uint64_t key) const {
@@ -399,7 +424,9 @@ class TokenEngine {
 
   // What passes 2-6 worked out ahead for a piece (see match_rows_impl).
   struct Ahead {
-    const VSlot* v;     // the piece's vocabulary slot (kNullSlot if it is no token)
+    int32_t tok;        // the piece's token (-1: no token) and the output of its depth-1 state,
+    int32_t out1;       // copied from its vocabulary slot (kNullSlot if it is no token) by pass 2,
+                        // so that the passes after it do not read that random line again
     uint64_t k1;        // passes 2-3: key of the transition (depth-1 state of the previous
                         // piece's token, this token) while it may exist, else 0
     const GSlot* e1;    // pass 4, where k1 != 0: the transition of k1, nullptr if there is none
@@ -409,13 +436,12 @@ class TokenEngine {
   };
 
   // Feeds one piece to the automaton and writes the ids of the entries that end here at `o`
-  // (which must have room for max_out_ ids); returns the new end. `v` is the piece's vocabulary
-  // slot (kNullSlot: a piece that occurs in no entry, through which nothing can continue).
+  // (which must have room for max_out_ ids); returns the new end. `a.tok` is the piece's token
+  // (-1: a piece that occurs in no entry, through which nothing can continue).
   FC_INLINE int32_t* step(const Ahead& a, Cursor& c, int32_t* o) const {
-    const VSlot* const v = a.v;
     if (c.s > n_tok_) {
       // Deeper than one piece: extend if possible, else follow failure links until depth 1.
-      const int32_t t = v->tok;
+      const int32_t t = a.tok;
       if (t < 0) {  // no token: nothing continues, not even from depth 1
         c.s = 0;
         return o;
@@ -437,7 +463,7 @@ class TokenEngine {
             // array (random reads, in a dependent chain) is read for the deeper links only.
             int32_t d = st.dict;
             for (; d > n_tok_; d = states_[static_cast<size_t>(d)].dict) *o++ = states_[static_cast<size_t>(d)].out;
-            if (d >= 0) *o++ = v->out1;  // d == t + 1
+            if (d >= 0) *o++ = a.out1;  // d == t + 1
             return o;
           }
         }
@@ -460,8 +486,8 @@ class TokenEngine {
       const int32_t x = static_cast<int32_t>(info & 0x7fffffffu) - 1;
       *o = x;
       o += x >= 0;
-      *o = v->out1;
-      o += v->out1 >= 0;
+      *o = a.out1;
+      o += a.out1 >= 0;
       c.s = e1->next;
       c.has_children = (info >> 31) != 0;
       c.depth2 = true;
@@ -469,9 +495,9 @@ class TokenEngine {
     }
     // From the root: the depth-1 state of this piece, described by its vocabulary slot (the
     // root itself for kNullSlot).
-    c.s = v->tok + 1;
-    *o = v->out1;
-    return o + (v->out1 >= 0);
+    c.s = a.tok + 1;
+    *o = a.out1;
+    return o + (a.out1 >= 0);
   }
 
   // ---- the batched pipeline -------------------------------------------------------------------
@@ -494,6 +520,30 @@ class TokenEngine {
   static constexpr size_t kLongRow = 2048;
   static constexpr size_t kMaxPieces = kBatchPieces + 2 * kLongRow + 2;  // a row of n bytes has <= 2n + 1 pieces
 
+  // Whether pass 1 screens pieces with the vocabulary filter. It pays where many pieces are no
+  // token (45% of the pieces with WordNet's metadata on web captions: 1.21-1.23x the captions/s)
+  // and costs ~5% where nearly all are (17% non-tokens with the benchmark's 500k entries, taken
+  // from the captions themselves: 0.95-1.0x), and the share depends on metadata and captions
+  // alike. So it is measured as the worker goes: every kProbeEvery-th batch is screened and
+  // counted, and the batches until the next such one screen if at least a quarter of its pieces
+  // were ruled out. The result does not depend on the choice.
+  class VFilterPolicy {
+   public:
+    static constexpr uint32_t kProbeEvery = 32;
+    enum Mode { kOff, kOn, kProbe };
+    Mode next() {
+      const int forced = simd::vocab_filter();
+      if (forced >= 0) return forced ? kOn : kOff;
+      return (batch_++ % kProbeEvery) == 0 ? kProbe : on_ ? kOn : kOff;
+    }
+    // A probed batch of `pieces` pieces, of which `ruled_out` were ruled out.
+    void measured(size_t ruled_out, size_t pieces) { on_ = ruled_out * 4 >= pieces && pieces != 0; }
+
+   private:
+    uint32_t batch_ = 0;
+    bool on_ = true;
+  };
+
  public:
   // Per-worker scratch memory of match_rows (about 300 KB), reused across calls.
   struct Scratch {
@@ -505,20 +555,23 @@ class TokenEngine {
     std::unique_ptr<uint32_t[]> cand2{new uint32_t[kMaxPieces]};
     uint32_t row_end[kBatchRows];  // end of each row's pieces
     size_t n_pieces = 0;
+    size_t ruled_out = 0;  // pieces that pass 1 ruled out with the vocabulary filter
     size_t n_rows = 0;
+    VFilterPolicy vfilter;
     size_t n_cand = 0;
     size_t n_cand2 = 0;
   };
 
  private:
   // Pass 1. Returns the first row not taken; stops before a long row (returned as `long_row`).
-  template <bool CI>
+  // VF: screen the pieces with the vocabulary filter; COUNT: count those it rules out (b.ruled_out).
+  template <bool CI, bool VF, bool COUNT>
   FC_NOINLINE int64_t pass_scan(const TextColumn& col, int64_t row, int64_t end, Scratch& b, bool& long_row) const {
     long_row = false;
     b.n_rows = 0;
+    size_t ruled_out = 0;
     Piece* out = b.pieces.get();
     Piece* const stop = out + kBatchPieces;
-    const VSlot* const table = vslots_.data();
     for (; row < end && out < stop && b.n_rows < kBatchRows; ++row) {
       const uint8_t* p;
       int64_t n;
@@ -529,14 +582,16 @@ class TokenEngine {
         }
         const uint8_t* rend = col.readable_end(p, n);
         scan_pieces(p, static_cast<size_t>(n), rend, [&](const uint8_t* s, size_t len) {
-          *out = make_piece<CI>(s, len, rend);
-          FC_PREFETCH(table + 2 * out->bucket);
+          *out = make_piece<CI, VF>(s, len, rend);
+          FC_PREFETCH(out->first);
+          if (COUNT) ruled_out += out->first == kNullBucket;
           ++out;
         });
       }
       b.row_end[b.n_rows++] = static_cast<uint32_t>(out - b.pieces.get());
     }
     b.n_pieces = static_cast<size_t>(out - b.pieces.get());
+    b.ruled_out = ruled_out;
     return row;
   }
 
@@ -561,7 +616,8 @@ class TokenEngine {
         const uint64_t cand_mask = 0 - static_cast<uint64_t>((prev1 != 0) & (t >= 0));
         const uint64_t key = gkey(prev1, t) & cand_mask;
         Ahead& a = ahead[j];
-        a.v = v;
+        a.tok = t;
+        a.out1 = v->out1;
         a.k1 = key;  // e1 is only read where k1 != 0, and written by pass 4 there
         FC_PREFETCH(filter + ((filter_hash(key) >> fshift) & cand_mask));
         cand[nc] = static_cast<uint32_t>(j);
@@ -603,8 +659,8 @@ class TokenEngine {
       const GSlot* g = probe_edge(ahead[j].k1);
       ahead[j].e1 = g;
       while (b.row_end[r] <= j) ++r;
-      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.row_end[r] || ahead[j + 1].v->tok < 0) continue;
-      const uint64_t key = gkey(g->next, ahead[j + 1].v->tok);
+      if (g == nullptr || (g->info >> 31) == 0 || j + 1 >= b.row_end[r] || ahead[j + 1].tok < 0) continue;
+      const uint64_t key = gkey(g->next, ahead[j + 1].tok);
       ahead[j + 1].key2 = key;
       ahead[j + 1].e2 = nullptr;  // unless pass 6 finds it
       FC_PREFETCH(filter_word(key));
@@ -665,7 +721,7 @@ class TokenEngine {
     scan_pieces(p, n, rend, [&](const uint8_t* s, size_t len) {
       const VSlot* v = lookup_piece<CI>(make_piece<CI>(s, len, rend));
       const GSlot* e1 = v->tok >= 0 && prev1 != 0 ? find_edge(gkey(prev1, v->tok)) : nullptr;
-      const Ahead a{v, e1 != nullptr ? e1->key : 0, e1, 0, nullptr};
+      const Ahead a{v->tok, v->out1, e1 != nullptr ? e1->key : 0, e1, 0, nullptr};
       prev1 = v->nchild1 != 0 ? v->tok + 1 : 0;
       ids.commit(step(a, c, ids.room(max_out_)));
     });
@@ -680,7 +736,15 @@ class TokenEngine {
     int64_t row = begin;
     while (row < end) {
       bool long_row = false;
-      row = pass_scan<CI>(col, row, end, b, long_row);
+      const VFilterPolicy::Mode mode = b.vfilter.next();
+      if (mode == VFilterPolicy::kProbe) {
+        row = pass_scan<CI, true, true>(col, row, end, b, long_row);
+        b.vfilter.measured(b.ruled_out, b.n_pieces);
+      } else if (mode == VFilterPolicy::kOn) {
+        row = pass_scan<CI, true, false>(col, row, end, b, long_row);
+      } else {
+        row = pass_scan<CI, false, false>(col, row, end, b, long_row);
+      }
       if (b.n_rows != 0) {
         pass_lookup<CI>(b);
         pass_filter(b);
@@ -708,6 +772,7 @@ class TokenEngine {
   void goto_insert(uint64_t key, int32_t next);
   void validate(int64_t n_entries);
   void build_filter();
+  void build_vfilter();
   void place_slots();
   void set_vocab_geometry();
   static uint32_t shift_for(size_t table_size);
@@ -728,6 +793,10 @@ class TokenEngine {
   uint32_t gshift_ = 64;  // 64 - log2(gslots_.size())
   std::vector<uint64_t> filter_;  // transition Bloom filter, 2^(64 - fshift_) words
   uint32_t fshift_ = 58;
+  // Vocabulary filter (see make_piece), 2^(64 - vfshift_) words; zeros until
+  // build_vfilter runs, which rules every piece out.
+  std::vector<uint64_t> vfilter_ = std::vector<uint64_t>(2, 0);
+  uint32_t vfshift_ = 63;
 };
 
 }  // namespace detail

@@ -274,10 +274,14 @@ static void test_small_sort() {
 int main() {
   for (bool vectorised : {true, false}) {  // both code paths must give the reference's answers
     fastcurate::simd::set_enabled(vectorised);
-    test_table();
-    test_arrow_layout();
-    test_random();
-    test_batches();
+    for (int vocab_filter : {-1, 0, 1}) {  // measured, never, always: the same answers
+      fastcurate::simd::force_vocab_filter(vocab_filter);
+      test_table();
+      test_arrow_layout();
+      test_random();
+      test_batches();
+    }
+    fastcurate::simd::force_vocab_filter(-1);
     test_small_sort();
   }
   test_substring();

@@ -27,5 +27,15 @@ inline bool enabled() { return kCompiled && enabled_flag().load(std::memory_orde
 inline void set_enabled(bool on) { enabled_flag().store(on && kCompiled, std::memory_order_relaxed); }
 inline const char* active_name() { return enabled() ? kName : "scalar"; }
 
+// The matcher screens caption pieces with its vocabulary filter where that measures as paying
+// (docs/matcher.md); both ways give identical results. Tests force it: -1 measured (the
+// default), 0 never, 1 always.
+inline std::atomic<int>& vocab_filter_flag() {
+  static std::atomic<int> flag{-1};
+  return flag;
+}
+inline int vocab_filter() { return vocab_filter_flag().load(std::memory_order_relaxed); }
+inline void force_vocab_filter(int mode) { vocab_filter_flag().store(mode < 0 ? -1 : mode > 0 ? 1 : 0, std::memory_order_relaxed); }
+
 }  // namespace simd
 }  // namespace fastcurate
