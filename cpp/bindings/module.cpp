@@ -516,6 +516,62 @@ inline void bind_balance(pybind11::module_& m) {
         "first string that is not 32 hex digits.");
 
     m.def(
+        "merge_pair_runs",
+        [](const py::list& runs, const py::array& out, const py::array& scratch, int threads) {
+            // (rows, 2) C-contiguous native uint64, as hex128_pairs returns and the subset file holds
+            auto pairs = [](const py::array& a, const std::string& what, bool writable) -> std::pair<std::uint64_t*, std::size_t> {
+                const auto d = a.dtype();
+                if (a.ndim() != 2 || a.shape(1) != 2 || d.kind() != 'u' || d.itemsize() != 8 ||
+                    d.attr("byteorder").cast<std::string>() == ">" || !(a.flags() & py::array::c_style)) {
+                    std::string shape;
+                    for (py::ssize_t i = 0; i < a.ndim(); ++i) shape += (i ? ", " : "") + std::to_string(a.shape(i));
+                    throw fastcurate::InputError(what + " must be a C-contiguous (rows, 2) uint64 array, got shape (" + shape +
+                                                 ") of " + py::str(d).cast<std::string>());
+                }
+                if (writable && !a.writeable()) throw fastcurate::InputError(what + " must be writable");
+                return {static_cast<std::uint64_t*>(const_cast<void*>(a.data())), static_cast<std::size_t>(a.shape(0))};
+            };
+            const auto o = pairs(out, "out", true);
+            const auto sc = pairs(scratch, "scratch", true);
+            std::vector<py::array> keep;  // the runs stay referenced while the GIL is released
+            std::vector<fastcurate::PairRun> rs;
+            std::size_t total = 0;
+            for (std::size_t i = 0; i < runs.size(); ++i) {
+                keep.push_back(py::cast<py::array>(runs[i]));
+                const auto r = pairs(keep.back(), "runs[" + std::to_string(i) + "]", false);
+                const auto* lo = reinterpret_cast<const char*>(r.first);
+                const auto* hi = lo + r.second * 16;
+                for (const auto& w : {o, sc}) {
+                    const auto* wlo = reinterpret_cast<const char*>(w.first);
+                    if (r.second != 0 && lo < wlo + w.second * 16 && wlo < hi)
+                        throw fastcurate::InputError("runs[" + std::to_string(i) + "] overlaps out or scratch");
+                }
+                rs.push_back({r.first, r.second});
+                total += r.second;
+            }
+            if (o.second < total || sc.second < total) {
+                throw fastcurate::InputError("out and scratch need room for " + std::to_string(total) + " pairs, have " +
+                                             std::to_string(o.second) + " and " + std::to_string(sc.second));
+            }
+            {
+                const auto* olo = reinterpret_cast<const char*>(o.first);
+                const auto* slo = reinterpret_cast<const char*>(sc.first);
+                if (total != 0 && olo < slo + total * 16 && slo < olo + total * 16)
+                    throw fastcurate::InputError("out and scratch overlap");
+            }
+            py::gil_scoped_release release;
+            try {
+                return fastcurate::merge_pair_runs(rs.data(), rs.size(), o.first, sc.first, threads);
+            } catch (const fastcurate::UnsortedRunError& e) {
+                throw fastcurate::Error(e.what());
+            }
+        },
+        py::arg("runs"), py::arg("out"), py::arg("scratch"), py::arg("threads") = 0,
+        "Merges runs (a list of (rows, 2) uint64 arrays, each sorted by (hi, lo)) into out[:total] in "
+        "(hi, lo) order, on `threads` threads (0: all cores); scratch has room for total pairs too. "
+        "Returns total. FastcurateError if a run was not sorted.");
+
+    m.def(
         "hash_int_keys",
         [](const py::array& values) {
             const auto* v = checked<std::int64_t>(values, "values");

@@ -3,8 +3,13 @@
 // whether any byte was not a digit, so the loop has no data-dependent branch per character.
 #include "fastcurate/hex_uid.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <string>
+#include <vector>
+
+#include "fastcurate/parallel.hpp"
 
 namespace fastcurate {
 namespace {
@@ -56,6 +61,122 @@ std::size_t hex128_pairs(const O* offsets, const std::uint8_t* data, std::size_t
         ++j;
     }
     return j;
+}
+
+namespace {
+
+inline bool pair_less(const std::uint64_t* a, const std::uint64_t* b) {
+    return (a[0] < b[0]) | ((a[0] == b[0]) & (a[1] < b[1]));
+}
+
+// The first pair of run r that is not less than key (binary search).
+std::size_t lower_bound_pair(const PairRun& r, const std::uint64_t* key) {
+    std::size_t lo = 0, hi = r.n;
+    while (lo < hi) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        if (pair_less(r.p + 2 * mid, key)) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+// Two sorted runs into out. The choice of the next pair is data that no branch predictor can
+// guess, so it selects with masks (the loop's only branch is its end).
+void merge2(const std::uint64_t* a, std::size_t na, const std::uint64_t* b, std::size_t nb, std::uint64_t* out) {
+    std::size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        const std::uint64_t* x = a + 2 * i;
+        const std::uint64_t* y = b + 2 * j;
+        const std::uint64_t take_b = pair_less(y, x);
+        const std::uint64_t m = 0 - take_b;
+        out[0] = (y[0] & m) | (x[0] & ~m);
+        out[1] = (y[1] & m) | (x[1] & ~m);
+        out += 2;
+        j += take_b;
+        i += 1 - take_b;
+    }
+    std::memcpy(out, a + 2 * i, (na - i) * 2 * sizeof(std::uint64_t));
+    out += 2 * (na - i);
+    std::memcpy(out, b + 2 * j, (nb - j) * 2 * sizeof(std::uint64_t));
+}
+
+// The runs into out by a tree of pairwise merges (log2(k) passes over the pairs, each a
+// predictable loop), between out and scratch, started so that the last pass writes out.
+void merge_tree(std::vector<PairRun> runs, std::uint64_t* out, std::uint64_t* scratch) {
+    std::size_t total = 0;
+    for (const PairRun& r : runs) total += r.n;
+    if (total == 0) return;
+    if (runs.size() == 1) {
+        std::memcpy(out, runs[0].p, total * 2 * sizeof(std::uint64_t));
+        return;
+    }
+    int passes = 0;
+    for (std::size_t k = runs.size(); k > 1; k = (k + 1) / 2) ++passes;
+    std::uint64_t* dst = passes % 2 == 1 ? out : scratch;
+    std::uint64_t* other = dst == out ? scratch : out;
+    while (runs.size() > 1) {
+        std::vector<PairRun> next;
+        std::uint64_t* w = dst;
+        for (std::size_t i = 0; i < runs.size(); i += 2) {
+            if (i + 1 < runs.size()) {
+                merge2(runs[i].p, runs[i].n, runs[i + 1].p, runs[i + 1].n, w);
+                next.push_back({w, runs[i].n + runs[i + 1].n});
+            } else {
+                std::memcpy(w, runs[i].p, runs[i].n * 2 * sizeof(std::uint64_t));
+                next.push_back({w, runs[i].n});
+            }
+            w += 2 * next.back().n;
+        }
+        runs.swap(next);
+        std::swap(dst, other);
+    }
+}
+
+}  // namespace
+
+std::size_t merge_pair_runs(const PairRun* runs, std::size_t k, std::uint64_t* out, std::uint64_t* scratch,
+                            int threads) {
+    std::size_t total = 0, longest = 0;
+    for (std::size_t r = 0; r < k; ++r) {
+        total += runs[r].n;
+        if (runs[r].n > runs[longest].n) longest = r;
+    }
+    if (total == 0) return 0;
+    // Key ranges: cut at evenly spaced pairs of the longest run (for runs of random uids this
+    // splits every run evenly); each range of every run goes to one part, in order.
+    const int parts = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(resolve_threads(threads)),
+                                                             std::max<std::size_t>(1, total / 65536)));
+    std::vector<std::vector<std::size_t>> cut(static_cast<std::size_t>(parts) + 1, std::vector<std::size_t>(k));
+    for (std::size_t r = 0; r < k; ++r) {
+        cut[0][r] = 0;
+        cut[static_cast<std::size_t>(parts)][r] = runs[r].n;
+    }
+    for (int c = 1; c < parts; ++c) {
+        const std::uint64_t* key = runs[longest].p + 2 * (runs[longest].n * static_cast<std::size_t>(c) / static_cast<std::size_t>(parts));
+        for (std::size_t r = 0; r < k; ++r) cut[static_cast<std::size_t>(c)][r] = std::max(cut[static_cast<std::size_t>(c) - 1][r], lower_bound_pair(runs[r], key));
+    }
+    std::vector<std::size_t> start(static_cast<std::size_t>(parts) + 1, 0);
+    for (int c = 0; c < parts; ++c) {
+        std::size_t n = 0;
+        for (std::size_t r = 0; r < k; ++r) n += cut[static_cast<std::size_t>(c) + 1][r] - cut[static_cast<std::size_t>(c)][r];
+        start[static_cast<std::size_t>(c) + 1] = start[static_cast<std::size_t>(c)] + n;
+    }
+    parallel_for_blocks_indexed(parts, parts, nullptr, [&](int64_t c, int) {
+        const std::size_t cc = static_cast<std::size_t>(c);
+        std::vector<PairRun> sub;
+        for (std::size_t r = 0; r < k; ++r) {
+            const std::size_t b = cut[cc][r], e = cut[cc + 1][r];
+            if (e > b) sub.push_back({runs[r].p + 2 * b, e - b});
+        }
+        merge_tree(std::move(sub), out + 2 * start[cc], scratch + 2 * start[cc]);
+    });
+    // The parts are in key order whatever the runs; the pairs within them are only if the runs were.
+    for (std::size_t i = 1; i < total; ++i) {
+        if (pair_less(out + 2 * i, out + 2 * (i - 1))) {
+            throw UnsortedRunError("merge_pair_runs: a run is not sorted by (hi, lo) (pair " + std::to_string(i) +
+                                   " of the merge is smaller than the one before it)");
+        }
+    }
+    return total;
 }
 
 template std::size_t hex128_pairs<std::int32_t>(const std::int32_t*, const std::uint8_t*, std::size_t,

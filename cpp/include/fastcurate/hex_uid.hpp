@@ -23,4 +23,24 @@ template <typename O>
 std::size_t hex128_pairs(const O* offsets, const std::uint8_t* data, std::size_t n, const std::uint8_t* keep,
                          std::uint64_t* out);
 
+// A sorted run of (hi, lo) pairs: n pairs at p[2i], p[2i + 1], in (hi, lo) order.
+struct PairRun {
+    const std::uint64_t* p;
+    std::size_t n;
+};
+
+// Thrown when a run given to merge_pair_runs is not sorted (maps to FastcurateError in Python).
+class UnsortedRunError : public std::invalid_argument {
+public:
+    using std::invalid_argument::invalid_argument;
+};
+
+// Merges the sorted runs into out (room for every pair of every run; it must not overlap them),
+// in (hi, lo) order, on `threads` threads (0: all cores), each merging a range of keys cut at
+// keys of the longest run. `scratch` has room for as many pairs as out (the pairwise merge tree
+// goes back and forth between the two). Throws UnsortedRunError if the result is not sorted,
+// which happens only if a run was not. Returns the number of pairs written.
+std::size_t merge_pair_runs(const PairRun* runs, std::size_t k, std::uint64_t* out, std::uint64_t* scratch,
+                            int threads);
+
 }  // namespace fastcurate

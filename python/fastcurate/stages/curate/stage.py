@@ -415,10 +415,14 @@ def _sort_pairs(p: np.ndarray) -> np.ndarray:
     """``(u8, u8)`` pairs in DataComp's order (f0, then f1). numpy sorts a structured dtype through a
     generic comparison and lexsort through a stable merge sort; an unstable sort of f0 (vectorised
     for 64-bit keys) is several times faster and leaves only equal-f0 runs to order by f1, which
-    for random 128-bit uids almost never happens."""
+    for random 128-bit uids almost never happens. The keys are sorted from a contiguous copy
+    (through the structured stride, argsort took 0.32 s instead of 0.19 s for 7.2M keys) and the
+    pairs gathered as 16-byte complex numbers: numpy gathers a structured dtype field by field
+    through a generic copy (0.27 s against 0.03 s)."""
     if len(p) < 2:
         return p
-    s = p[np.argsort(p["f0"])]
+    p = np.ascontiguousarray(p)
+    s = p.view(np.complex128)[np.argsort(np.ascontiguousarray(p["f0"]))].view(_PAIR)
     f0 = s["f0"]
     if bool((f0[1:] == f0[:-1]).any()):
         s = s[np.lexsort((s["f1"], f0))]
@@ -443,7 +447,7 @@ def _write_datacomp_subset(ctx: Context, shards: List[Dict[str, Any]]) -> Option
     from ...io.atomic import atomic_open
 
     with atomic_open(ctx.out / SUBSET_FILE) as fh:
-        merge_sorted_pairs(parts, fh)
+        merge_sorted_pairs(parts, fh, threads=ctx.threads)
     return SUBSET_FILE
 
 
@@ -485,7 +489,8 @@ class _PairFile:
         self.fh.close()
 
 
-def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 << 20) -> int:
+def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 << 20,
+                       threads: Optional[int] = None) -> int:
     """Write the sorted ``(u8, u8)`` ``.npy`` files ``paths`` (the per-shard pairs) to the open
     file ``fh`` as one sorted ``.npy``, holding about ``budget_rows`` rows in memory whatever the
     total or the number of files (a DataComp-scale subset is billions of rows over thousands of
@@ -494,11 +499,26 @@ def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 
     Each file is read in windows of ``budget_rows / len(paths)`` rows. Each round takes, from every
     window, the rows up to a bound: the smallest last row of the windows of files not yet read to
     their end. The window that set the bound is taken whole, so every round makes progress, and
-    every row not taken is >= the bound >= every row taken."""
+    every row not taken is >= the bound >= every row taken. The rows taken, one sorted run per
+    file, are merged by the C++ kernel (``_core.merge_pair_runs``, on ``threads`` threads; None:
+    all cores) into buffers reused across rounds: re-sorting them with numpy took 3-4x as long, a
+    third of it in the page faults of fresh arrays every round."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     files = [_PairFile(Path(p)) for p in paths]
+    writer: Optional[ThreadPoolExecutor] = None
+    pending: Optional["Future[Any]"] = None
     try:
         total = sum(f.left for f in files)
         window = max(1, budget_rows // max(1, len(files)))
+        cap = min(total, window * len(files))  # the most rows one round can take
+        # Two output buffers: a round's rows are written (a background thread: writing to a fresh
+        # file costs page-cache allocation, 0.29 s of the 0.51 s merge of 7.2M pairs here) while
+        # the next round merges into the other.
+        outs = [np.empty((cap, 2), dtype=np.uint64) for _ in range(2)]
+        scratch = np.empty((cap, 2), dtype=np.uint64)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcurate-subset")
+        rounds = 0
         np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(_PAIR),
                                                   "fortran_order": False, "shape": (total,)})
         written = 0
@@ -515,11 +535,22 @@ def merge_sorted_pairs(paths: Sequence[PathLike], fh: Any, budget_rows: int = 1 
                 if j:
                     taken.append(f.buf[:j])
                     f.buf = f.buf[j:]
-            block = _sort_pairs(np.concatenate(taken))
-            fh.write(np.ascontiguousarray(block).data)
-            written += len(block)
+            out = outs[rounds % 2]  # not the buffer the pending write reads
+            n = _core.merge_pair_runs([t.view(np.uint64).reshape(-1, 2) for t in taken], out, scratch,
+                                      threads=threads or 0)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(fh.write, out[:n].data)
+            written += n
+            rounds += 1
+        if pending is not None:
+            pending.result()
         return written
     finally:
+        if pending is not None:
+            pending.exception()  # wait for it (the error raised is the one already in flight)
+        if writer is not None:
+            writer.shutdown(wait=True)
         for f in files:
             f.close()
 
