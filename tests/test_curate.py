@@ -575,3 +575,38 @@ def test_merge_sorted_pairs_equals_one_sort_in_bounded_chunks(tmp_path_factory, 
     got = np.load(f)
     assert got.dtype == np.dtype("u8,u8")
     assert np.array_equal(got, np.sort(np.concatenate(parts)))
+
+
+def test_merge_pair_runs_checks_its_inputs_and_refuses_an_unsorted_run():
+    """The merge kernel's binding names what is wrong (shape, dtype, room, overlap), and a run out of
+    order raises instead of writing a wrong subset file; on 1 and 2 threads it equals one sort."""
+    from fastcurate import _core
+    from fastcurate.errors import FastcurateError, InputError
+
+    rng = np.random.default_rng(3)
+    runs = []
+    for n in (70_000, 0, 90_000, 5):
+        a = rng.integers(0, 2**64 - 1, (n, 2), dtype=np.uint64, endpoint=True)
+        a[:, 0] %= 1000  # many equal first halves
+        runs.append(np.ascontiguousarray(a[np.lexsort((a[:, 1], a[:, 0]))]))
+    total = sum(len(r) for r in runs)
+    want = np.concatenate(runs)
+    want = want[np.lexsort((want[:, 1], want[:, 0]))]
+    for threads in (1, 2):
+        out, scratch = np.zeros((total, 2), np.uint64), np.zeros((total + 3, 2), np.uint64)
+        assert _core.merge_pair_runs(runs, out, scratch, threads=threads) == total
+        assert np.array_equal(out, want)
+    out, scratch = np.zeros((total, 2), np.uint64), np.zeros((total, 2), np.uint64)
+    with pytest.raises(InputError, match=r"runs\[0\] must be a C-contiguous \(rows, 2\) uint64"):
+        _core.merge_pair_runs([runs[0].astype(np.int64)], out, scratch)
+    with pytest.raises(InputError, match="need room for"):
+        _core.merge_pair_runs(runs, out[:10], scratch)
+    with pytest.raises(InputError, match="overlaps out or scratch"):
+        _core.merge_pair_runs([out[5:10]], out, scratch)
+    with pytest.raises(InputError, match="out and scratch overlap"):
+        _core.merge_pair_runs(runs, out, out)
+    bad = [r.copy() for r in runs]
+    bad[2][[10, 11]] = bad[2][[11, 10]]
+    if not np.array_equal(bad[2], runs[2]):
+        with pytest.raises(FastcurateError, match="not sorted"):
+            _core.merge_pair_runs(bad, out, scratch)

@@ -521,7 +521,7 @@ class TokenEngine {
   static constexpr size_t kMaxPieces = kBatchPieces + 2 * kLongRow + 2;  // a row of n bytes has <= 2n + 1 pieces
 
   // Whether pass 1 screens pieces with the vocabulary filter. It pays where many pieces are no
-  // token (45% of the pieces with WordNet's metadata on web captions: 1.21-1.23x the captions/s)
+  // token (45% of the pieces with WordNet's metadata on web captions: 1.20-1.22x the captions/s)
   // and costs ~5% where nearly all are (17% non-tokens with the benchmark's 500k entries, taken
   // from the captions themselves: 0.95-1.0x), and the share depends on metadata and captions
   // alike. So it is measured as the worker goes: every kProbeEvery-th batch is screened and
