@@ -531,6 +531,10 @@ inline void bind_balance(pybind11::module_& m) {
                 if (writable && !a.writeable()) throw fastcurate::InputError(what + " must be writable");
                 return {static_cast<std::uint64_t*>(const_cast<void*>(a.data())), static_cast<std::size_t>(a.shape(0))};
             };
+            // whether rows [a, a + an) and [b, b + bn) of (rows, 2) uint64 arrays share memory
+            auto overlap = [](const std::uint64_t* a, std::size_t an, const std::uint64_t* b, std::size_t bn) {
+                return an != 0 && bn != 0 && a < b + 2 * bn && b < a + 2 * an;
+            };
             const auto o = pairs(out, "out", true);
             const auto sc = pairs(scratch, "scratch", true);
             std::vector<py::array> keep;  // the runs stay referenced while the GIL is released
@@ -539,13 +543,8 @@ inline void bind_balance(pybind11::module_& m) {
             for (std::size_t i = 0; i < runs.size(); ++i) {
                 keep.push_back(py::cast<py::array>(runs[i]));
                 const auto r = pairs(keep.back(), "runs[" + std::to_string(i) + "]", false);
-                const auto* lo = reinterpret_cast<const char*>(r.first);
-                const auto* hi = lo + r.second * 16;
-                for (const auto& w : {o, sc}) {
-                    const auto* wlo = reinterpret_cast<const char*>(w.first);
-                    if (r.second != 0 && lo < wlo + w.second * 16 && wlo < hi)
-                        throw fastcurate::InputError("runs[" + std::to_string(i) + "] overlaps out or scratch");
-                }
+                if (overlap(r.first, r.second, o.first, o.second) || overlap(r.first, r.second, sc.first, sc.second))
+                    throw fastcurate::InputError("runs[" + std::to_string(i) + "] overlaps out or scratch");
                 rs.push_back({r.first, r.second});
                 total += r.second;
             }
@@ -553,12 +552,7 @@ inline void bind_balance(pybind11::module_& m) {
                 throw fastcurate::InputError("out and scratch need room for " + std::to_string(total) + " pairs, have " +
                                              std::to_string(o.second) + " and " + std::to_string(sc.second));
             }
-            {
-                const auto* olo = reinterpret_cast<const char*>(o.first);
-                const auto* slo = reinterpret_cast<const char*>(sc.first);
-                if (total != 0 && olo < slo + total * 16 && slo < olo + total * 16)
-                    throw fastcurate::InputError("out and scratch overlap");
-            }
+            if (overlap(o.first, total, sc.first, total)) throw fastcurate::InputError("out and scratch overlap");
             py::gil_scoped_release release;
             try {
                 return fastcurate::merge_pair_runs(rs.data(), rs.size(), o.first, sc.first, threads);

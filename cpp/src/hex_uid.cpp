@@ -142,34 +142,28 @@ std::size_t merge_pair_runs(const PairRun* runs, std::size_t k, std::uint64_t* o
     }
     if (total == 0) return 0;
     // Key ranges: cut at evenly spaced pairs of the longest run (for runs of random uids this
-    // splits every run evenly); each range of every run goes to one part, in order.
-    const int parts = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(resolve_threads(threads)),
-                                                             std::max<std::size_t>(1, total / 65536)));
-    std::vector<std::vector<std::size_t>> cut(static_cast<std::size_t>(parts) + 1, std::vector<std::size_t>(k));
-    for (std::size_t r = 0; r < k; ++r) {
-        cut[0][r] = 0;
-        cut[static_cast<std::size_t>(parts)][r] = runs[r].n;
+    // splits every run evenly); each range of every run goes to one part, in order. cut[c][r] is
+    // where part c starts in run r, so part c starts at the sum of cut[c] in the output.
+    const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(resolve_threads(threads)),
+                                                    std::max<std::size_t>(1, total / 65536));
+    std::vector<std::vector<std::size_t>> cut(parts + 1, std::vector<std::size_t>(k, 0));
+    std::vector<std::size_t> start(parts + 1, 0);
+    for (std::size_t c = 1; c <= parts; ++c) {
+        const std::uint64_t* key = c < parts ? runs[longest].p + 2 * (runs[longest].n * c / parts) : nullptr;
+        for (std::size_t r = 0; r < k; ++r) {
+            cut[c][r] = c == parts ? runs[r].n : std::max(cut[c - 1][r], lower_bound_pair(runs[r], key));
+            start[c] += cut[c][r];
+        }
     }
-    for (int c = 1; c < parts; ++c) {
-        const std::uint64_t* key = runs[longest].p + 2 * (runs[longest].n * static_cast<std::size_t>(c) / static_cast<std::size_t>(parts));
-        for (std::size_t r = 0; r < k; ++r) cut[static_cast<std::size_t>(c)][r] = std::max(cut[static_cast<std::size_t>(c) - 1][r], lower_bound_pair(runs[r], key));
-    }
-    std::vector<std::size_t> start(static_cast<std::size_t>(parts) + 1, 0);
-    for (int c = 0; c < parts; ++c) {
-        std::size_t n = 0;
-        for (std::size_t r = 0; r < k; ++r) n += cut[static_cast<std::size_t>(c) + 1][r] - cut[static_cast<std::size_t>(c)][r];
-        start[static_cast<std::size_t>(c) + 1] = start[static_cast<std::size_t>(c)] + n;
-    }
-    parallel_for_blocks_indexed(parts, parts, nullptr, [&](int64_t c, int) {
-        const std::size_t cc = static_cast<std::size_t>(c);
+    parallel_for_blocks_indexed(static_cast<int64_t>(parts), static_cast<int>(parts), nullptr, [&](int64_t ci, int) {
+        const std::size_t c = static_cast<std::size_t>(ci);
         std::vector<PairRun> sub;
         for (std::size_t r = 0; r < k; ++r) {
-            const std::size_t b = cut[cc][r], e = cut[cc + 1][r];
-            if (e > b) sub.push_back({runs[r].p + 2 * b, e - b});
+            if (cut[c + 1][r] > cut[c][r]) sub.push_back({runs[r].p + 2 * cut[c][r], cut[c + 1][r] - cut[c][r]});
         }
-        merge_tree(std::move(sub), out + 2 * start[cc], scratch + 2 * start[cc]);
+        merge_tree(std::move(sub), out + 2 * start[c], scratch + 2 * start[c]);
     });
-    // The parts are in key order whatever the runs; the pairs within them are only if the runs were.
+    // A merge keeps each run's own order, so a run out of order leaves a decrease in the output.
     for (std::size_t i = 1; i < total; ++i) {
         if (pair_less(out + 2 * i, out + 2 * (i - 1))) {
             throw UnsortedRunError("merge_pair_runs: a run is not sorted by (hi, lo) (pair " + std::to_string(i) +
