@@ -6,11 +6,11 @@ import io
 import os
 import threading
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-__all__ = ["plot_long_tail", "plot_tsne", "plot_tsne_thumbnails", "preload"]
+__all__ = ["log_log_decades", "plot_long_tail", "plot_tsne", "plot_tsne_thumbnails", "preload", "rank_curve"]
 
 _preloading: Optional[threading.Thread] = None
 
@@ -31,6 +31,48 @@ def preload() -> None:
     if _preloading is None:
         _preloading = threading.Thread(target=_import_matplotlib, name="fastcurate-preload-matplotlib", daemon=True)
         _preloading.start()
+
+
+def rank_curve(sorted_desc: np.ndarray, points: int = 2048) -> "tuple[np.ndarray, np.ndarray]":
+    """``(rank, value)`` of a curve sorted in decreasing order, at about ``points`` log-spaced ranks
+    (first and last included). On a log rank axis a few hundred pixels wide this draws the same
+    picture as every rank; matplotlib spent ~0.1 s on 2 x 86k points per long-tail plot."""
+    c = np.asarray(sorted_desc)
+    n = len(c)
+    if n <= points:
+        return np.arange(1, n + 1), c
+    r = np.unique(np.rint(np.geomspace(1, n, points)).astype(np.int64))
+    return r, c[r - 1]
+
+
+def _decade_label(v: float, _pos: object = None) -> str:
+    """1, 10, 100, 1k, ... 1M, 1G as plain text: matplotlib's default 10^k labels are mathtext,
+    whose parse and font lookups cost more than the rest of a log-log figure (and print a
+    "findfont" warning per font when a stale font cache lacks matplotlib's own fonts)."""
+    if not v > 0:
+        return ""
+    e = int(round(float(np.log10(v))))
+    if abs(v - 10.0**e) > 1e-9 * v:
+        return ""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:g}{suffix}"
+    return f"{v:g}"
+
+
+def log_log_decades(ax: Any) -> None:
+    """Call after plotting. Log scales on both axes with a labelled tick per decade and no minor ticks (each minor tick
+    is an object matplotlib builds and lays out on every draw: ~400 of them on a long-tail plot)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if not hi >= 10 * lo:  # less than a decade in view: matplotlib's own ticks label it, ours might not
+            continue
+        axis.set_major_locator(LogLocator(base=10.0))
+        axis.set_major_formatter(FuncFormatter(_decade_label))
+        axis.set_minor_locator(NullLocator())
 
 
 def plot_long_tail(
@@ -55,10 +97,9 @@ def plot_long_tail(
         c = np.sort(np.asarray(counts, dtype=np.float64))[::-1]
         c = c[c > 0]  # log scale: entries never matched are not drawn (their number is in stats.json)
         if len(c):
-            ax.plot(np.arange(1, len(c) + 1), c, label=f"{label} ({int(c.sum()):,} matches)", lw=1.5)
+            ax.plot(*rank_curve(c), label=f"{label} ({int(c.sum()):,} matches)", lw=1.5)
     ax.axhline(t, color="gray", ls="--", lw=1, label=f"t = {t:,.6g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    log_log_decades(ax)
     ax.set_xlabel("entry rank (by count)")
     ax.set_ylabel("number of matched texts")
     # fig.text, not ax.set_title: placing an axes title measures every tick label of the log axes

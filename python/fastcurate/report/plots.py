@@ -8,6 +8,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..plots import log_log_decades, rank_curve
+
 __all__ = ["png_uri", "figure", "hist_with_thresholds", "long_tail", "hbar", "scatter_clusters", "cluster_color"]
 
 
@@ -66,11 +68,10 @@ def long_tail(before: np.ndarray, after: Optional[np.ndarray], t: Optional[float
         c = np.sort(np.asarray(counts, dtype=np.float64))[::-1]
         c = c[c > 0]
         if len(c):
-            ax.plot(np.arange(1, len(c) + 1), c, lw=1.5, label=f"{label} ({int(c.sum()):,} matches, {len(c):,} entries)")
+            ax.plot(*rank_curve(c), lw=1.5, label=f"{label} ({int(c.sum()):,} matches, {len(c):,} entries)")
     if t is not None:
         ax.axhline(t, color="gray", ls="--", lw=1, label=f"t = {t:,.6g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    log_log_decades(ax)
     ax.set_xlabel("entry rank (by count)")
     ax.set_ylabel("matched texts")
     ax.set_title("MetaCLIP entry counts: the long tail", fontsize=11)
