@@ -203,6 +203,9 @@ class ShardWorker:
     ``("error", error, traceback)``; the driver decides, as the local engine does."""
 
     def __init__(self) -> None:
+        from ..io.memory_pool import prefer_jemalloc
+
+        prefer_jemalloc()  # the driver's choice, in each worker process (docs/curate.md "Speed")
         self.job: Any = None
         self.job_key: Optional[str] = None
         self.set_up = False
