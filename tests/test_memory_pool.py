@@ -56,3 +56,14 @@ def test_a_run_records_its_pool(tmp_path, restore_pool):
     assert timings["arrow_memory_pool"] == pa.default_memory_pool().backend_name
     if _has_jemalloc():
         assert timings["arrow_memory_pool"] == "jemalloc"
+
+
+def test_a_pyarrow_without_jemalloc_keeps_its_default(restore_pool, monkeypatch):
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+
+    def unavailable():
+        raise pa.ArrowNotImplementedError("built without jemalloc")
+
+    monkeypatch.setattr(pa, "jemalloc_memory_pool", unavailable)
+    assert prefer_jemalloc() == "mimalloc"
+    assert pa.default_memory_pool().backend_name == "mimalloc"
