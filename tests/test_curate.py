@@ -610,3 +610,129 @@ def test_merge_pair_runs_checks_its_inputs_and_refuses_an_unsorted_run():
     if not np.array_equal(bad[2], runs[2]):
         with pytest.raises(FastcurateError, match="not sorted"):
             _core.merge_pair_runs(bad, out, scratch)
+
+
+# ---- shards scanned at once (Stage.concurrent_scan; runner/executor.py LocalExecutor.scan_width)
+
+def _scan_width(monkeypatch, width):
+    from fastcurate.runner.executor import LocalExecutor
+
+    seen = []
+
+    def fixed(self, n_shards):
+        w = min(width, n_shards)
+        seen.append(w)
+        return w
+
+    monkeypatch.setattr(LocalExecutor, "scan_width", fixed)
+    return seen
+
+
+@pytest.mark.parametrize("width", [2, 3, 7])
+def test_shards_scanned_at_once_give_the_same_bytes(tmp_path, table, monkeypatch, width):
+    src = write_layout(table, tmp_path / "in", 7, seed=2)
+    ref = tmp_path / "ref"
+    _scan_width(monkeypatch, 1)
+    curate([src], ref, metadata=ENTRIES, t=12, seed=3, batch_size=300, progress=False)
+    seen = _scan_width(monkeypatch, width)
+    for output in ("rows", "index"):
+        out = tmp_path / f"w{width}_{output}"
+        s = curate([src], out, metadata=ENTRIES, t=12, seed=3, batch_size=300, progress=False, output=output)
+        assert s["rows_in"] == s["rows_kept"] + sum(s["rows_dropped"].values())
+        if output == "rows":
+            assert output_bytes(out) == output_bytes(ref)
+    assert seen and all(w == width for w in seen)
+
+
+def test_scan_width_follows_the_stage_and_the_threads(tmp_path):
+    from fastcurate.runner.executor import LocalExecutor
+    from fastcurate.runner.stage import Context
+    from fastcurate.stages.curate.stage import CurateStage
+
+    def width(stage, threads, n_shards):
+        ex = LocalExecutor()
+        ex.start(stage, Context(stage=stage.name, out=tmp_path, work=tmp_path, inputs=[], input_dirs=[],
+                                threads=threads, progress=False, log=print), {}, 100)
+        return ex.scan_width(n_shards)
+
+    cur = CurateStage(ENTRIES, t=5)
+    assert width(cur, 1, 10) == 1  # one thread asked for: one shard at a time
+    assert width(cur, 2, 10) == 2
+    assert width(cur, 8, 10) == 4  # half the cores
+    assert width(cur, 64, 100) == 8  # bounded: shards in memory
+    assert width(cur, 64, 3) == 3
+    assert width(cur, 4, 1) == 1
+
+    class Serial(CurateStage):
+        concurrent_scan = False
+
+    assert width(Serial(ENTRIES, t=5), 8, 10) == 1
+
+
+def test_bad_shards_among_shards_scanned_at_once(tmp_path, table, monkeypatch):
+    src = write_layout(table, tmp_path / "in", 6, seed=0)
+    files = sorted(src.glob("*.parquet"))
+    _truncate(files[1], 0.6)
+    _corrupt_middle(files[4])
+    _scan_width(monkeypatch, 3)
+    with pytest.raises(FormatError, match=files[1].name):
+        curate([src], tmp_path / "o1", metadata=ENTRIES, progress=False)
+    stats = curate([src], tmp_path / "o2", metadata=ENTRIES, t=12, on_error="skip", progress=False)
+    assert {Path(b["file"]).name for b in stats["bad_shards"]} == {files[1].name, files[4].name}
+    assert stats["shards_out"] == 4
+    assert stats["rows_in"] == stats["rows_kept"] + sum(stats["rows_dropped"].values())
+
+
+def test_an_error_in_one_scan_stops_the_run_and_a_rerun_resumes(tmp_path, table, monkeypatch):
+    """A stage error (not a bad shard) in one of the shards scanned at once: raised, the shards
+    that finished keep their markers, the others are redone on the rerun, same bytes."""
+    from fastcurate.stages.curate.stage import CurateStage
+
+    src = write_layout(table, tmp_path / "in", 6, seed=6)
+    ref = tmp_path / "ref"
+    curate([src], ref, metadata=ENTRIES, t=12, seed=3, batch_size=300, progress=False)
+    _scan_width(monkeypatch, 3)
+    victim = sorted(src.glob("*.parquet"))[3]
+    orig = CurateStage.scan
+
+    def scan(self, ctx, shard, batches):
+        if shard.path == victim:
+            raise RuntimeError("boom in the scan")
+        return orig(self, ctx, shard, batches)
+
+    monkeypatch.setattr(CurateStage, "scan", scan)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom in the scan"):
+        curate([src], out, metadata=ENTRIES, t=12, seed=3, batch_size=300, progress=False)
+    markers = sorted(p.name for p in (out / "_work" / "scan").glob("*.json"))
+    assert "00003.json" not in markers and {"00000.json", "00001.json", "00002.json"} <= set(markers)
+    monkeypatch.setattr(CurateStage, "scan", orig)
+    curate([src], out, metadata=ENTRIES, t=12, seed=3, batch_size=300, progress=False)
+    assert output_bytes(out) == output_bytes(ref)
+
+
+def test_progress_counts_every_row_when_shards_are_scanned_at_once(tmp_path, table, monkeypatch):
+    import fastcurate.runner.local as local
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.n, self.desc = 0, desc
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(local, "_progress", lambda total, desc, enabled: Bar(total, desc))
+    src = write_layout(table, tmp_path / "in", 5, seed=1)
+    _scan_width(monkeypatch, 3)
+    curate([src], tmp_path / "out", metadata=ENTRIES, t=12, batch_size=200, progress=True)
+    scan = [b for b in bars if b.desc.endswith("scan")]
+    assert len(scan) == 1 and scan[0].n == len(table)

@@ -13,6 +13,7 @@ implies its files.
 from __future__ import annotations
 
 import contextvars
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -31,17 +32,20 @@ class MarkerCommitter:
         self.max_pending = max_pending
         self._ex: Optional[ThreadPoolExecutor] = None
         self._pending: List[Future] = []
+        self._lock = threading.Lock()  # shards scanned at once submit from their own threads
 
     def submit(self, files: Sequence[Path], marker_path: Path, marker: Dict[str, Any]) -> None:
-        if self._ex is None:
-            self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcurate-commit")
-        self._pending.append(self._ex.submit(_commit, list(files), marker_path, marker))
-        while len(self._pending) > self.max_pending:
-            self._pending.pop(0).result()
+        with self._lock:
+            if self._ex is None:
+                self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcurate-commit")
+            self._pending.append(self._ex.submit(_commit, list(files), marker_path, marker))
+            while len(self._pending) > self.max_pending:
+                self._pending.pop(0).result()
 
     def drain(self) -> None:
         """Wait until every submitted marker is written; raise the first error."""
-        pending, self._pending = self._pending, []
+        with self._lock:
+            pending, self._pending = self._pending, []
         first: Optional[BaseException] = None
         for f in pending:  # wait for all, even after an error: no marker is left half-done
             e = f.exception()

@@ -17,6 +17,8 @@ redo a shard whose worker died: the bytes are the same.
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import FormatError, InputError
@@ -96,6 +98,11 @@ class LocalExecutor(Executor):
         fn = run_phase_fn(phase)
         if self._commit is None:
             self._commit = MarkerCommitter()
+        width = self.scan_width(len(shards)) if phase == "scan" else 1
+        if width > 1:
+            yield from self._map_at_once(fn, shards, bar, width)
+            self._commit.drain()
+            return
         ahead = Lookahead(phase, self.stage, self.given, self.batch_size, shards)
         try:
             for s in shards:
@@ -109,10 +116,72 @@ class LocalExecutor(Executor):
             ahead.close()
         self._commit.drain()
 
+    def scan_width(self, n_shards: int) -> int:
+        """How many shards the global pass runs at once: 1 unless the stage allows it
+        (``Stage.concurrent_scan``) and may use more than one thread; then half the cores, at
+        least 2 (measured on 2 cores: docs/runner.md "Concurrent scans") and at most 8, which
+        bounds the shards in memory."""
+        threads = self.ctx.threads
+        if not getattr(self.stage, "concurrent_scan", False) or threads == 1 or n_shards < 2:
+            return 1
+        cores = threads or os.cpu_count() or 1
+        return max(1, min(n_shards, 8, max(2, cores // 2))) if cores > 1 else 1
+
+    def _map_at_once(self, fn: Any, shards: Sequence[ShardRef], bar: Any,
+                     width: int) -> Iterator[Tuple[ShardRef, Outcome]]:
+        """``fn`` on up to ``width`` shards at a time, on threads; outcomes in shard order. The
+        next shard starts as soon as one ends (not when the consumer gets to it), so the cores
+        stay busy. An error that is not a bad shard's is raised at that shard's turn, after the
+        shards before it; the shards still running then finish (their outputs are atomic and
+        their markers valid) and those not started never start."""
+        import collections
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        safe_bar = _LockedBar(bar) if bar is not None else None
+
+        def one(s: ShardRef) -> Outcome:
+            try:
+                out: Outcome = fn(self.stage, self.ctx, s, self.given, self.batch_size, safe_bar, self._commit, None)
+            except BAD_SHARD_ERRORS as e:
+                out = e
+            return out
+
+        pending: "collections.deque[Tuple[ShardRef, Future[Outcome]]]" = collections.deque()
+        todo = iter(shards)
+        ex = ThreadPoolExecutor(max_workers=width, thread_name_prefix="fastcurate-scan")
+        try:
+            for s in todo:
+                pending.append((s, ex.submit(one, s)))
+                if len(pending) == width:
+                    break
+            while pending:
+                s, fut = pending.popleft()
+                out = fut.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, ex.submit(one, nxt)))
+                yield s, out
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            ex.shutdown(wait=True)
+
     def close(self) -> None:
         if self._commit is not None:
             self._commit.close()
             self._commit = None
+
+
+class _LockedBar:
+    """A progress bar updated from several shards' threads (tqdm's own counter is not atomic)."""
+
+    def __init__(self, bar: Any):
+        self._bar = bar
+        self._lock = threading.Lock()
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self._bar.update(n)
 
 
 def run_phase_fn(phase: str) -> Any:

@@ -194,6 +194,11 @@ class Stage:
     # holds no null (Parquet statistics), the global pass then does not read the id column at all
     # (for DataComp's 32-byte uids, about a third of what curate's scan would decode otherwise).
     scan_uses_uid: ClassVar[bool] = True
+    # True: scan() may run on several shards at once, on different threads (it keeps no state on
+    # the instance between shards, or guards what it keeps). The local runner then scans a few
+    # shards at a time, so that each shard's decoding, one thread per shard, runs beside the
+    # others' work instead of bounding the pass (docs/runner.md, "Concurrent scans").
+    concurrent_scan: ClassVar[bool] = False
     # rows per batch when the user gives none: stages that carry image bytes use fewer
     batch_size: int = 65536
     # What the stage reads from earlier stages and adds for later ones, for the pipeline's order

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
@@ -49,6 +50,7 @@ OUTPUTS = ("rows", "index")
 SUBSET_FILE = "subset.npy"
 SUBSET_PAIRS = "subset_pairs.npy"  # per shard, in its work directory
 _PAIR = np.dtype("u8,u8")
+_MATCHER_BUILD = threading.Lock()
 _CODE_NAMES = ("", "null_text", "no_match", "not_sampled")
 
 
@@ -80,6 +82,7 @@ class CurateStage(Stage):
     version = 4
     needs = ("text",)
     scans = True
+    concurrent_scan = True  # scan() keeps nothing between shards; the matcher is built once (a lock)
     scan_uses_uid = False  # the scan matches captions; the uids are hashed in the per-shard pass
     batch_size = 131072  # measured before the move: fewer, larger batches for the matcher's threads
     produces = (ENTRY_IDS_COLUMN, "entry_counts.npy", "entry_counts_curated.npy", "metadata.json")
@@ -156,9 +159,11 @@ class CurateStage(Stage):
     @property
     def matcher(self) -> Any:
         if self._matcher is None:
-            from ...kernels.matcher import Matcher
+            with _MATCHER_BUILD:  # shards scanned at once (concurrent_scan) build it once
+                if self._matcher is None:
+                    from ...kernels.matcher import Matcher
 
-            self._matcher = Matcher(self.entries, mode="metaclip", case_sensitive=True)
+                    self._matcher = Matcher(self.entries, mode="metaclip", case_sensitive=True)
         return self._matcher
 
     def config(self) -> Dict[str, Any]:
