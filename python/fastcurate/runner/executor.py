@@ -28,7 +28,7 @@ from .lookahead import Lookahead
 from .shard import ShardReadError, process_shard, scan_shard
 from .stage import Context, Stage
 
-__all__ = ["Executor", "LocalExecutor", "BAD_SHARD_ERRORS", "Outcome", "PHASES"]
+__all__ = ["Executor", "LocalExecutor", "LockedBar", "BAD_SHARD_ERRORS", "Outcome", "PHASES"]
 
 # The errors that make a shard a bad shard (--on-error decides); any other error stops the run.
 BAD_SHARD_ERRORS = (ShardReadError, FormatError, InputError)
@@ -124,7 +124,7 @@ class LocalExecutor(Executor):
         threads = self.ctx.threads
         if not getattr(self.stage, "concurrent_scan", False) or threads == 1 or n_shards < 2:
             return 1
-        cores = threads or os.cpu_count() or 1
+        cores = threads or _usable_cores()
         return max(1, min(n_shards, 8, max(2, cores // 2))) if cores > 1 else 1
 
     def _map_at_once(self, fn: Any, shards: Sequence[ShardRef], bar: Any,
@@ -137,7 +137,7 @@ class LocalExecutor(Executor):
         import collections
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        safe_bar = _LockedBar(bar) if bar is not None else None
+        safe_bar = bar if bar is None or isinstance(bar, LockedBar) else LockedBar(bar)
 
         def one(s: ShardRef) -> Outcome:
             try:
@@ -172,8 +172,9 @@ class LocalExecutor(Executor):
             self._commit = None
 
 
-class _LockedBar:
-    """A progress bar updated from several shards' threads (tqdm's own counter is not atomic)."""
+class LockedBar:
+    """A progress bar updated from several threads: shards scanned at once, and the runner's own
+    loop counting the shards a resumed run already scanned (tqdm's own counter is not atomic)."""
 
     def __init__(self, bar: Any):
         self._bar = bar
@@ -182,6 +183,15 @@ class _LockedBar:
     def update(self, n: int = 1) -> None:
         with self._lock:
             self._bar.update(n)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a container's
+    cpuset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def run_phase_fn(phase: str) -> Any:

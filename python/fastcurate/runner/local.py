@@ -32,7 +32,7 @@ from ..io.atomic import atomic_write_json, read_json, remove_stale_temps
 from ..io.columns import ROLE_FLAGS, ROLES
 from ..io.discover import ShardRef, discover_shards, is_stage_output
 from ..io.memory_pool import prefer_jemalloc
-from .executor import Executor, LocalExecutor
+from .executor import Executor, LocalExecutor, LockedBar
 from .shard import done_marker, known_rows, scan_marker
 from .stage import RUNNER_REASONS, Context, Stage
 
@@ -318,7 +318,8 @@ def run_stage(
         if stage.scans:
             t0 = time.perf_counter()
             summaries: List[Optional[Dict[str, Any]]] = []
-            with _progress(_known_total(shards), f"{stage.name}: scan", progress) as bar:
+            with _progress(_known_total(shards), f"{stage.name}: scan", progress) as raw_bar:
+                bar = LockedBar(raw_bar)  # shards may be scanned at once, on threads
                 todo = [s for s in shards if not scan_marker(ctx, s).is_file()]
                 to_scan = {s.index for s in todo}
                 computed = executor.map("scan", todo, None, bar)
