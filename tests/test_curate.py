@@ -736,3 +736,21 @@ def test_progress_counts_every_row_when_shards_are_scanned_at_once(tmp_path, tab
     curate([src], tmp_path / "out", metadata=ENTRIES, t=12, batch_size=200, progress=True)
     scan = [b for b in bars if b.desc.endswith("scan")]
     assert len(scan) == 1 and scan[0].n == len(table)
+
+
+@pytest.mark.parametrize("threads,width,per_shard", [(4, 2, 2), (2, 2, 1), (3, 2, 1), (8, 3, 2)])
+def test_shards_scanned_at_once_share_the_threads(tmp_path, table, monkeypatch, threads, width, per_shard):
+    from fastcurate.stages.curate.stage import CurateStage
+
+    _scan_width(monkeypatch, width)
+    seen = []
+    orig = CurateStage.scan
+
+    def scan(self, ctx, shard, batches):
+        seen.append(ctx.threads)
+        return orig(self, ctx, shard, batches)
+
+    monkeypatch.setattr(CurateStage, "scan", scan)
+    src = write_layout(table, tmp_path / "in", 4, seed=1)
+    curate([src], tmp_path / "out", metadata=ENTRIES, t=12, threads=threads, progress=False)
+    assert seen == [per_shard] * 4

@@ -135,13 +135,18 @@ class LocalExecutor(Executor):
         shards before it; the shards still running then finish (their outputs are atomic and
         their markers valid) and those not started never start."""
         import collections
+        import dataclasses
         from concurrent.futures import Future, ThreadPoolExecutor
 
         safe_bar = bar if bar is None or isinstance(bar, LockedBar) else LockedBar(bar)
+        # The cores are shared between the shards in flight: each shard's kernels get their part,
+        # not all of them each (64 cores, 8 shards: 8 threads per shard, not 64). Results do not
+        # depend on the thread count.
+        ctx = dataclasses.replace(self.ctx, threads=max(1, (self.ctx.threads or _usable_cores()) // width))
 
         def one(s: ShardRef) -> Outcome:
             try:
-                out: Outcome = fn(self.stage, self.ctx, s, self.given, self.batch_size, safe_bar, self._commit, None)
+                out: Outcome = fn(self.stage, ctx, s, self.given, self.batch_size, safe_bar, self._commit, None)
             except BAD_SHARD_ERRORS as e:
                 out = e
             return out
