@@ -27,10 +27,7 @@ MODES = (("floor", "pyarrow read of TEXT (floor)"), ("twopass_io", "pyarrow two-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--shards", type=int, default=20)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--captions", choices=("resampled", "spliced"), default="spliced")
+    bc.add_pool_args(ap, captions="spliced")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     import pyarrow as pa
@@ -40,8 +37,8 @@ def main() -> int:
     except (NotImplementedError, pa.ArrowException):
         print("this pyarrow has no jemalloc: nothing to compare", file=sys.stderr)
         return 2
-    t = max(20.0, 20000.0 * args.rows / 400e6 * 10)  # bench_curate.py's default
-    files = sorted(bc.build_pool(args.rows, args.shards, False, captions=args.captions).glob("shard-*.parquet"))
+    t = bc.default_t(args.rows)
+    files = bc.pool_files(args)
     load0 = os.getloadavg()
     res: dict = {}
     # the two-pass I/O keeps the share of rows curate keeps: from one untimed warm-up run

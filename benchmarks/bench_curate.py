@@ -199,6 +199,25 @@ print(json.dumps(res))
 """
 
 
+def default_t(rows: int) -> float:
+    """MetaCLIP's t = 20000 was set for 400M pairs; scaled to the pool (x10) so balancing bites."""
+    return max(20.0, 20000.0 * rows / 400e6 * 10)
+
+
+def add_pool_args(ap: argparse.ArgumentParser, captions: str = "resampled") -> None:
+    """The pool options the curate benchmarks share (bench_arrow_pool.py, bench_curate_cores.py)."""
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--shards", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3, help="alternating repetitions")
+    ap.add_argument("--captions", choices=("resampled", "spliced"), default=captions,
+                    help="resampled: real captions drawn with replacement; spliced: halves of two real ones")
+
+
+def pool_files(args: argparse.Namespace) -> list:
+    """The pool's shards for ``add_pool_args``' options (built once, cached under .bench/)."""
+    return sorted(build_pool(args.rows, args.shards, False, captions=args.captions).glob("shard-*.parquet"))
+
+
 def run_child(mode: str, files, out: Path, t: float, threads: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a fresh output dir: deleting old outputs is not timed
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +330,7 @@ def main() -> int:
         print(f"real captions not found under {SHARED}", file=sys.stderr)
         return 2
     # MetaCLIP's t = 20000 was set for 400M pairs; scale it to the pool so balancing bites.
-    t = args.t if args.t is not None else max(20.0, 20000.0 * args.rows / 400e6 * 10)
+    t = args.t if args.t is not None else default_t(args.rows)
     load0 = os.getloadavg()
     print(f"building / reusing the pool: {args.rows:,} rows, {args.shards} shards", file=sys.stderr)
     pool = build_pool(args.rows, args.shards, args.with_url, captions=args.captions)

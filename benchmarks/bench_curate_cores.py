@@ -43,17 +43,14 @@ def run_pinned(mode: str, files, out: Path, t: float, cores: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--shards", type=int, default=20)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--captions", choices=("resampled", "spliced"), default="spliced")
+    bc.add_pool_args(ap, captions="spliced")
     ap.add_argument("--max-cores", type=int, default=len(os.sched_getaffinity(0)))
     args = ap.parse_args()
     if shutil.which("taskset") is None:
         print("taskset (util-linux) is needed to pin the runs", file=sys.stderr)
         return 2
-    t = max(20.0, 20000.0 * args.rows / 400e6 * 10)  # bench_curate.py's default
-    files = sorted(bc.build_pool(args.rows, args.shards, False, captions=args.captions).glob("shard-*.parquet"))
+    t = bc.default_t(args.rows)
+    files = bc.pool_files(args)
     core_counts = list(range(1, args.max_cores + 1))
     load0 = os.getloadavg()
     res: dict = {}
