@@ -121,11 +121,14 @@ class LocalExecutor(Executor):
         (``Stage.concurrent_scan``) and may use more than one thread; then half the cores, at
         least 2 (measured on 2 cores: docs/runner.md "Concurrent scans") and at most 8, which
         bounds the shards in memory."""
-        threads = self.ctx.threads
-        if not getattr(self.stage, "concurrent_scan", False) or threads == 1 or n_shards < 2:
+        cores = self._cores()
+        if not getattr(self.stage, "concurrent_scan", False) or cores == 1 or n_shards < 2:
             return 1
-        cores = threads or _usable_cores()
-        return max(1, min(n_shards, 8, max(2, cores // 2))) if cores > 1 else 1
+        return min(n_shards, 8, max(2, cores // 2))
+
+    def _cores(self) -> int:
+        """The threads the run may use: ``--threads``, else the cores this process may run on."""
+        return self.ctx.threads or _usable_cores()
 
     def _map_at_once(self, fn: Any, shards: Sequence[ShardRef], bar: Any,
                      width: int) -> Iterator[Tuple[ShardRef, Outcome]]:
@@ -142,7 +145,7 @@ class LocalExecutor(Executor):
         # The cores are shared between the shards in flight: each shard's kernels get their part,
         # not all of them each (64 cores, 8 shards: 8 threads per shard, not 64). Results do not
         # depend on the thread count.
-        ctx = dataclasses.replace(self.ctx, threads=max(1, (self.ctx.threads or _usable_cores()) // width))
+        ctx = dataclasses.replace(self.ctx, threads=max(1, self._cores() // width))
 
         def one(s: ShardRef) -> Outcome:
             try:
