@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -218,15 +220,22 @@ def pool_files(args: argparse.Namespace) -> list:
     return sorted(build_pool(args.rows, args.shards, False, captions=args.captions).glob("shard-*.parquet"))
 
 
-def run_child(mode: str, files, out: Path, t: float, threads: int) -> dict:
+def run_child(mode: str, files, out: Path, t: float, threads: int, prefix: Sequence[str] = ()) -> dict:
+    """One measured run in a fresh process (``prefix``: a command to run it under, e.g. taskset).
+    Adds ``cpu_s``, the child's user + system time."""
     shutil.rmtree(out, ignore_errors=True)  # a fresh output dir: deleting old outputs is not timed
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    p = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps([str(f) for f in files]), str(out), str(t),
-                        str(threads)], capture_output=True, text=True, env=env)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run([*prefix, sys.executable, "-c", CHILD, mode, json.dumps([str(f) for f in files]), str(out),
+                        str(t), str(threads)], capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
-        raise RuntimeError(f"{mode} child failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        under = f" under {' '.join(prefix)}" if prefix else ""
+        raise RuntimeError(f"{mode} child failed{under}:\n{p.stderr[-3000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return r
 
 
 # ---------------------------------------------------------------- balance kernel alone

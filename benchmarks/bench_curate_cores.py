@@ -10,12 +10,9 @@ per-shard pass): what a target set as a ratio to the floor needs in cores follow
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,21 +21,6 @@ import bench_curate as bc  # noqa: E402
 
 MODES = (("floor", "pyarrow read of TEXT (floor)"), ("fastcurate_index", "fastcurate --output index"),
          ("fastcurate", "fastcurate --output rows"), ("twopass_io", "pyarrow two-pass I/O"))
-
-
-def run_pinned(mode: str, files, out: Path, t: float, cores: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run(["taskset", "-c", f"0-{cores - 1}", sys.executable, "-c", bc.CHILD, mode,
-                        json.dumps([str(f) for f in files]), str(out), str(t), str(cores)],
-                       capture_output=True, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise RuntimeError(f"{mode} on {cores} cores failed:\n{p.stderr[-3000:]}")
-    r = json.loads(p.stdout.strip().splitlines()[-1])
-    r["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return r
 
 
 def main() -> int:
@@ -58,7 +40,8 @@ def main() -> int:
         for cores in core_counts:
             for mode, _ in MODES:  # the two-pass I/O keeps the share of rows that rows mode just kept
                 arg = res[("fastcurate", cores)][-1]["kept"] / args.rows if mode == "twopass_io" else t
-                r = run_pinned(mode, files, bc.CACHE / "runs" / f"cores_{mode}", arg, cores)
+                r = bc.run_child(mode, files, bc.CACHE / "runs" / f"cores_{mode}", arg, cores,
+                                 prefix=("taskset", "-c", f"0-{cores - 1}"))
                 res.setdefault((mode, cores), []).append(r)
             print(f"  rep {rep + 1}, {cores} core(s): " + "  ".join(
                 f"{m} {res[(m, cores)][-1]['wall_s']:.2f}s" for m, _ in MODES), file=sys.stderr)
