@@ -30,11 +30,9 @@ def main() -> int:
     bc.add_pool_args(ap, captions="spliced")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
-    import pyarrow as pa
+    from fastcurate.io.memory_pool import jemalloc_pool
 
-    try:
-        pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowException):
+    if jemalloc_pool() is None:
         print("this pyarrow has no jemalloc: nothing to compare", file=sys.stderr)
         return 2
     t = bc.default_t(args.rows)

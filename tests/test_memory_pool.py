@@ -3,15 +3,11 @@
 import pyarrow as pa
 import pytest
 
-from fastcurate.io.memory_pool import prefer_jemalloc
+from fastcurate.io.memory_pool import jemalloc_pool, prefer_jemalloc
 
 
 def _has_jemalloc() -> bool:
-    try:
-        pa.jemalloc_memory_pool()
-        return True
-    except (NotImplementedError, pa.ArrowException):
-        return False
+    return jemalloc_pool() is not None
 
 
 @pytest.fixture

@@ -11,11 +11,21 @@ re-faults them. So a run switches Arrow's default pool to jemalloc, unless the u
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
-__all__ = ["prefer_jemalloc"]
+__all__ = ["jemalloc_pool", "prefer_jemalloc"]
 
 _ENV = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def jemalloc_pool() -> Optional[Any]:
+    """pyarrow's jemalloc pool, or None when this pyarrow is built without it."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowException, AttributeError):
+        return None
 
 
 def prefer_jemalloc() -> Optional[str]:
@@ -32,9 +42,8 @@ def prefer_jemalloc() -> Optional[str]:
     current = pa.default_memory_pool().backend_name
     if os.environ.get(_ENV) or current != "mimalloc":
         return current
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowException, AttributeError):
+    pool = jemalloc_pool()
+    if pool is None:
         return current
     pa.set_memory_pool(pool)
     return pool.backend_name
